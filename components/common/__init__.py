@@ -1,0 +1,1 @@
+"""Pieces shared by every stage: errors, I/O, column names, logging, the servable model."""

@@ -1,0 +1,139 @@
+"""The one typed configuration of a run: data, task, validation, search budget, gate, deployment.
+
+Defaults run the demo (Palmer penguins, species classification) end to end. Every field is also a
+pipeline parameter of the same name (see ``pipelines/tabular_pipeline.py``), and a YAML file with
+any subset of the fields overrides the defaults (``load_config``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components.common.errors import ConfigError
+
+Task = Literal["classification", "regression"]
+
+CLASSIFICATION_METRICS = {"accuracy": "max", "f1_macro": "max", "roc_auc": "max", "log_loss": "min"}
+REGRESSION_METRICS = {"rmse": "min", "mae": "min", "r2": "max"}
+METRIC_DIRECTIONS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+CANDIDATES = {
+    "classification": ("logistic_regression", "hist_gradient_boosting", "xgboost"),
+    "regression": ("ridge", "hist_gradient_boosting", "xgboost"),
+}
+
+
+class TabularConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # --- data ---
+    source_uri: str = Field(
+        "demo://penguins", description="CSV/Parquet path or file://, http(s)://, s3://, gs:// URI"
+    )
+    file_format: Literal["auto", "csv", "parquet"] = "auto"
+    target: str = Field("species", description="target column (name as in the source or sanitized)")
+    task: Task = "classification"
+    drop_columns: list[str] = Field(default_factory=list, description="columns to ignore (ids, leaks)")
+    eval_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    # --- validation (TFDV) ---
+    schema_uri: str = Field("", description="curated TFDV schema (pbtxt); empty: infer from the train split")
+    drift_threshold: float = Field(
+        0.3,
+        ge=0,
+        description="train/eval drift bound for every feature (L-inf for categorical, JS for numeric); 0 disables",
+    )
+    drift_thresholds: dict[str, float] = Field(default_factory=dict, description="per-feature drift bounds")
+
+    # --- transform ---
+    max_categories: int = Field(
+        30, ge=2, description="one-hot columns kept per categorical; rarer values pooled"
+    )
+
+    # --- training search budget ---
+    candidates: list[str] = Field(
+        default_factory=list, description="model families to try; empty: all for the task"
+    )
+    max_trials: int = Field(12, ge=1)
+    max_seconds: float = Field(300.0, gt=0)
+    cv_folds: int = Field(3, ge=2)
+    search_sample_rows: int = Field(
+        50_000, ge=100, description="rows the search cross-validates on; the winner refits on all"
+    )
+
+    # --- evaluation gate ---
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 0.9, "f1_macro": 0.9},
+        description="metric -> bound; 'min' metrics (log_loss, rmse, mae) are upper bounds, others lower bounds",
+    )
+    baseline_model_uri: str = Field("", description="a blessed model to beat (no worse than it); empty: none")
+    baseline_tolerance: float = Field(0.0, ge=0, description="how much worse than the baseline still passes")
+
+    # --- deployment ---
+    deploy_target: Literal["local"] = Field("local", description="where a blessed model goes")
+    model_name: str = "penguins"
+    model_repository: str = Field(
+        "model_repository", description="local model repository of the local deploy target"
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError("must be a DNS-1123 label (lower-case letters, digits, '-'), as KServe requires")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TabularConfig:
+        if self.eval_fraction + self.test_fraction >= 0.9:
+            raise ValueError("eval_fraction + test_fraction must leave at least 10% of rows for training")
+        check_thresholds(self.task, self.thresholds)
+        check_candidates(self.task, self.candidates)
+        return self
+
+    def pipeline_arguments(self) -> dict[str, Any]:
+        """The arguments of ``tabular_pipeline`` (every field is a parameter of the same name)."""
+        return self.model_dump()
+
+
+def check_thresholds(task: str, thresholds: dict[str, float]) -> None:
+    known = METRIC_DIRECTIONS[task]
+    unknown = sorted(set(thresholds) - set(known))
+    if unknown:
+        raise ConfigError(f"thresholds {unknown} are not {task} metrics; use some of {sorted(known)}")
+
+
+def check_candidates(task: str, candidates: list[str]) -> None:
+    unknown = sorted(set(candidates) - set(CANDIDATES[task]))
+    if unknown:
+        raise ConfigError(f"candidates {unknown} are not {task} models; use some of {list(CANDIDATES[task])}")
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TabularConfig:
+    """Defaults, then the YAML file (if any), then keyword overrides (``None`` values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping of field: value")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TabularConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

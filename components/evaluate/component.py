@@ -1,0 +1,47 @@
+"""KFP shell of the evaluate stage (the quality gate)."""
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    thresholds: dict,
+    baseline_model_uri: str,
+    baseline_tolerance: float,
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[Markdown],
+) -> bool:
+    """Score the model on the test split; return whether it may be deployed (blessed), for ``dsl.If``.
+
+    A single ``bool`` output, not a NamedTuple: kfp.local 2.17 cannot resolve a condition on a named
+    output. The reason for the decision is in the report and its metadata.
+    """
+    import math
+
+    from components.evaluate.core import evaluate as run
+
+    result = run(
+        model_dir=model.path,
+        test_path=test_data.path,
+        thresholds=thresholds,
+        baseline_model_uri=baseline_model_uri,
+        baseline_tolerance=baseline_tolerance,
+        report_path=report.path,
+    )
+    for name, value in result.metrics.items():
+        if not math.isnan(value):
+            metrics.log_metric(name, value)
+    metrics.log_metric("blessed", float(result.blessed))
+    if result.confusion_matrix:
+        classification_metrics.log_confusion_matrix(result.classes, result.confusion_matrix)
+    if result.roc_curve:
+        curve = result.roc_curve
+        classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
+    report.metadata.update({"blessed": result.blessed, "reason": result.reason})
+    return result.blessed

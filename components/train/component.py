@@ -1,0 +1,55 @@
+"""KFP shell of the train stage."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def train(
+    transformed_train: Input[Dataset],
+    transformed_eval: Input[Dataset],
+    transform_graph: Input[Artifact],
+    candidates: list,
+    max_trials: int,
+    max_seconds: float,
+    cv_folds: int,
+    search_sample_rows: int,
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Select scikit-learn/XGBoost candidates by cross-validation under a budget; write the servable model."""
+    from components.train.core import train as run
+
+    result = run(
+        transformed_train_path=transformed_train.path,
+        transformed_eval_path=transformed_eval.path,
+        transform_dir=transform_graph.path,
+        candidates=candidates,
+        max_trials=max_trials,
+        max_seconds=max_seconds,
+        cv_folds=cv_folds,
+        search_sample_rows=search_sample_rows,
+        seed=seed,
+        model_dir=model.path,
+    )
+    meta = result.model_metadata
+    model.metadata.update(
+        {
+            "framework": meta["framework"],
+            "estimator": meta["estimator"],
+            "task": meta["task"],
+            "target": meta["target"],
+            "features": [f["name"] for f in meta["features"]],
+            "classes": [str(c) for c in meta["classes"]],
+            "versions": meta["versions"],
+            "sha256": meta["sha256"]["model.joblib"],
+            "params": meta["params"],
+        }
+    )
+    metrics.log_metric(f"cv_{result.scoring}", result.best.cv_score)
+    for name, value in result.eval_metrics.items():
+        metrics.log_metric(f"eval_{name}", value)
+    metrics.log_metric("trials", len(result.trials))

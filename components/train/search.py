@@ -1,0 +1,90 @@
+"""Candidate model families and their hyperparameter spaces (scikit-learn and XGBoost)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scipy.stats import loguniform, randint, uniform
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from xgboost import XGBClassifier, XGBRegressor
+
+N_JOBS = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    framework: str  # "sklearn" | "xgboost"
+    make: Callable[..., Any]  # (seed, **params) -> unfitted estimator
+    space: dict[str, Any]  # scipy distributions or lists, for ParameterSampler
+
+
+def _xgb_space() -> dict[str, Any]:
+    return {
+        "n_estimators": randint(50, 400),
+        "max_depth": randint(2, 8),
+        "learning_rate": loguniform(0.02, 0.3),
+        "subsample": uniform(0.6, 0.4),
+        "colsample_bytree": uniform(0.6, 0.4),
+        "min_child_weight": loguniform(0.5, 10),
+        "reg_lambda": loguniform(0.1, 10),
+    }
+
+
+def _hgb_space() -> dict[str, Any]:
+    return {
+        "learning_rate": loguniform(0.02, 0.3),
+        "max_iter": randint(50, 400),
+        "max_leaf_nodes": randint(8, 64),
+        "min_samples_leaf": randint(5, 50),
+        "l2_regularization": loguniform(1e-4, 10),
+    }
+
+
+CLASSIFIERS = {
+    "logistic_regression": Candidate(
+        "logistic_regression",
+        "sklearn",
+        lambda seed, **p: LogisticRegression(max_iter=2000, random_state=seed, **p),
+        {"C": loguniform(1e-3, 1e2)},
+    ),
+    "hist_gradient_boosting": Candidate(
+        "hist_gradient_boosting",
+        "sklearn",
+        lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, early_stopping=False, **p),
+        _hgb_space(),
+    ),
+    "xgboost": Candidate(
+        "xgboost",
+        "xgboost",
+        lambda seed, **p: XGBClassifier(random_state=seed, n_jobs=N_JOBS, tree_method="hist", **p),
+        _xgb_space(),
+    ),
+}
+
+REGRESSORS = {
+    "ridge": Candidate(
+        "ridge", "sklearn", lambda seed, **p: Ridge(random_state=seed, **p), {"alpha": loguniform(1e-3, 1e3)}
+    ),
+    "hist_gradient_boosting": Candidate(
+        "hist_gradient_boosting",
+        "sklearn",
+        lambda seed, **p: HistGradientBoostingRegressor(random_state=seed, early_stopping=False, **p),
+        _hgb_space(),
+    ),
+    "xgboost": Candidate(
+        "xgboost",
+        "xgboost",
+        lambda seed, **p: XGBRegressor(random_state=seed, n_jobs=N_JOBS, tree_method="hist", **p),
+        _xgb_space(),
+    ),
+}
+
+
+def candidates_for(task: str, names: list[str] | None = None) -> list[Candidate]:
+    pool = CLASSIFIERS if task == "classification" else REGRESSORS
+    names = list(names) if names else list(pool)
+    return [pool[name] for name in names]

@@ -1,0 +1,100 @@
+"""The kfp-tabular pipeline: a raw table to a validated, evaluated, gated and deployed model.
+
+    ingest -> validate (TFDV) -> transform -> train -> evaluate -> [gate] -> deploy
+
+Every parameter is a field of ``components.config.TabularConfig`` with the same name and default.
+"""
+
+from kfp import dsl
+
+from components.config import TabularConfig
+from components.deploy.component import deploy
+from components.evaluate.component import evaluate
+from components.ingest.component import ingest
+from components.train.component import train
+from components.transform.component import transform
+from components.validate.component import validate
+
+D = TabularConfig()  # the defaults
+
+
+@dsl.pipeline(
+    name="kfp-tabular", description="Raw CSV/Parquet table to a validated, evaluated, deployed model."
+)
+def tabular_pipeline(
+    source_uri: str = D.source_uri,
+    file_format: str = D.file_format,
+    target: str = D.target,
+    task: str = D.task,
+    drop_columns: list = D.drop_columns,
+    eval_fraction: float = D.eval_fraction,
+    test_fraction: float = D.test_fraction,
+    seed: int = D.seed,
+    schema_uri: str = D.schema_uri,
+    drift_threshold: float = D.drift_threshold,
+    drift_thresholds: dict = D.drift_thresholds,
+    max_categories: int = D.max_categories,
+    candidates: list = D.candidates,
+    max_trials: int = D.max_trials,
+    max_seconds: float = D.max_seconds,
+    cv_folds: int = D.cv_folds,
+    search_sample_rows: int = D.search_sample_rows,
+    thresholds: dict = D.thresholds,
+    baseline_model_uri: str = D.baseline_model_uri,
+    baseline_tolerance: float = D.baseline_tolerance,
+    deploy_target: str = D.deploy_target,
+    model_name: str = D.model_name,
+    model_repository: str = D.model_repository,
+):
+    data = ingest(
+        source_uri=source_uri,
+        file_format=file_format,
+        target=target,
+        task=task,
+        drop_columns=drop_columns,
+        eval_fraction=eval_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    target_column = data.outputs["target"]  # sanitized name
+    checks = validate(
+        train_data=data.outputs["train_data"],
+        eval_data=data.outputs["eval_data"],
+        test_data=data.outputs["test_data"],
+        target=target_column,
+        schema_uri=schema_uri,
+        drift_threshold=drift_threshold,
+        drift_thresholds=drift_thresholds,
+    )
+    features = transform(
+        train_data=data.outputs["train_data"],
+        eval_data=data.outputs["eval_data"],
+        target=target_column,
+        task=task,
+        max_categories=max_categories,
+    ).after(checks)  # anomalies stop the run before anything is fitted
+    trained = train(
+        transformed_train=features.outputs["transformed_train"],
+        transformed_eval=features.outputs["transformed_eval"],
+        transform_graph=features.outputs["transform_graph"],
+        candidates=candidates,
+        max_trials=max_trials,
+        max_seconds=max_seconds,
+        cv_folds=cv_folds,
+        search_sample_rows=search_sample_rows,
+        seed=seed,
+    )
+    gate = evaluate(
+        model=trained.outputs["model"],
+        test_data=data.outputs["test_data"],
+        thresholds=thresholds,
+        baseline_model_uri=baseline_model_uri,
+        baseline_tolerance=baseline_tolerance,
+    )
+    with dsl.If(gate.outputs["Output"] == True, name="model-blessed"):  # noqa: E712 (a KFP condition, not Python)
+        deploy(
+            model=trained.outputs["model"],
+            deploy_target=deploy_target,
+            model_name=model_name,
+            model_repository=model_repository,
+        )
