@@ -7,6 +7,8 @@ python -m pipelines.compile --check    # exit 1 when the YAML differs from the c
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +22,22 @@ PIPELINE_YAML = Path(__file__).resolve().parent / "tabular_pipeline.yaml"
 
 def compile_to(path: str | Path) -> None:
     compiler.Compiler().compile(pipeline_func=tabular_pipeline, package_path=str(path))
+    path = Path(path)
+    path.write_text(_stable_header(path.read_text()))
+
+
+def _stable_header(text: str) -> str:
+    """Sort the dict defaults kfp prints in the YAML's header comment.
+
+    kfp renders them from a protobuf Struct, whose map order changes from process to process, so
+    without this the same pipeline compiles to different bytes (the YAML body itself is stable).
+    """
+
+    def sort_default(match: re.Match) -> str:
+        value = ast.literal_eval(match.group(2))
+        return f"{match.group(1)}{dict(sorted(value.items()))!r}]"
+
+    return re.sub(r"^(#\s+\w+: dict \[Default: )(\{.*\})\]$", sort_default, text, flags=re.MULTILINE)
 
 
 def compiled_text() -> str:

@@ -1,0 +1,55 @@
+# kfp-tabular: the two commands a new user needs are `make run` and `make test`.
+# Both install what they need first: uv (pinned, into .tools/ unless one is on PATH), then the
+# locked environment (.venv, from uv.lock).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+RUN := $(UV) run --frozen --all-extras
+ARGS ?=
+
+.PHONY: help run test test-fast sync lint format compile check-compile bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+run: sync  ## run the whole pipeline locally (kfp.local) on the demo data; ARGS="--config my.yaml" for yours
+	$(RUN) python -m pipelines.local_run $(ARGS)
+
+test: sync  ## lint, compiled-YAML freshness, then every test (slow pipeline runs included)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) python -m pipelines.compile --check
+	$(RUN) pytest
+
+test-fast: sync  ## unit tests only (no whole-pipeline runs)
+	$(RUN) pytest -m "not slow"
+
+sync: $(UV)  ## install the locked environment into .venv
+	$(UV) sync --frozen --all-extras
+
+.tools/bin/uv:
+	@echo "installing uv $(UV_VERSION) into .tools/ (no uv on PATH)"
+	$(PYTHON) -m venv .tools || { echo "error: '$(PYTHON) -m venv' failed; install Python 3.11 with venv (Debian: python3-venv)" >&2; exit 1; }
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+lint: sync  ## ruff check and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: sync  ## apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+compile: sync  ## compile the pipeline to pipelines/tabular_pipeline.yaml (upload it to the KFP dashboard)
+	$(RUN) python -m pipelines.compile
+
+check-compile: sync  ## fail if the committed pipeline YAML is stale
+	$(RUN) python -m pipelines.compile --check
+
+bench: sync  ## pipeline benchmark (10k, 100k, 1M rows); writes docs/benchmarks.md
+	$(RUN) python -m benchmarks.pipeline_benchmark --rows 10000 100000 1000000 --out docs/benchmarks.md
+
+clean:  ## remove local run outputs and the local model repository
+	rm -rf local_outputs model_repository benchmarks/out

@@ -1,0 +1,102 @@
+"""Shared fixtures: the demo table, its splits, and trained models (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.common.io import DEMO_DATASETS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def penguins() -> pd.DataFrame:
+    return pd.read_csv(DEMO_DATASETS["penguins"])
+
+
+def make_table(
+    rows: int = 400, seed: int = 0, task: str = "classification", classes: int = 2
+) -> pd.DataFrame:
+    """A small synthetic table with numeric and categorical features, missing values and a learnable target."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=rows)
+    x2 = rng.uniform(0, 100, size=rows)
+    color = rng.choice(["red", "green", "blue"], size=rows)
+    size = rng.choice(["S", "M", "L", None], size=rows, p=[0.3, 0.3, 0.3, 0.1])
+    x2_missing = x2.copy()
+    x2_missing[rng.random(rows) < 0.05] = np.nan
+    signal = 2 * x1 + (x2 - 50) / 25 + (color == "red") * 1.5
+    df = pd.DataFrame({"x one": x1, "x2": x2_missing, "color": color, "size": size})
+    if task == "regression":
+        df["y"] = signal + rng.normal(scale=0.3, size=rows)
+    else:
+        edges = np.quantile(signal, np.linspace(0, 1, classes + 1)[1:-1])
+        df["y"] = np.array([f"class_{i}" for i in range(classes)])[np.searchsorted(edges, signal)]
+    return df
+
+
+def split_paths(tmp: Path) -> dict[str, str]:
+    return {name: str(tmp / f"{name}.parquet") for name in ("train", "eval", "test")}
+
+
+def run_ingest(source: str, tmp: Path, **overrides) -> tuple[object, dict[str, str]]:
+    from components.ingest.core import ingest
+
+    paths = split_paths(tmp)
+    args = dict(
+        source_uri=source,
+        file_format="auto",
+        target="species",
+        task="classification",
+        drop_columns=[],
+        eval_fraction=0.15,
+        test_fraction=0.2,
+        seed=42,
+    )
+    args.update(overrides)
+    result = ingest(**args, train_path=paths["train"], eval_path=paths["eval"], test_path=paths["test"])
+    return result, paths
+
+
+def build_model(
+    tmp: Path, source: str, *, target: str, task: str, max_trials: int = 3, **train_overrides
+) -> Path:
+    """ingest -> transform -> train on ``source``; returns the model directory."""
+    from components.train.core import train
+    from components.transform.core import fit_transform
+
+    result, paths = run_ingest(source, tmp, target=target, task=task)
+    fit_transform(
+        train_path=paths["train"],
+        eval_path=paths["eval"],
+        target=result.target,
+        task=task,
+        max_categories=30,
+        transform_dir=str(tmp / "transform"),
+        transformed_train_path=str(tmp / "t_train.parquet"),
+        transformed_eval_path=str(tmp / "t_eval.parquet"),
+    )
+    args = dict(
+        candidates=[], max_trials=max_trials, max_seconds=300, cv_folds=3, search_sample_rows=50_000, seed=42
+    )
+    args.update(train_overrides)
+    train(
+        transformed_train_path=str(tmp / "t_train.parquet"),
+        transformed_eval_path=str(tmp / "t_eval.parquet"),
+        transform_dir=str(tmp / "transform"),
+        model_dir=str(tmp / "model"),
+        **args,
+    )
+    return tmp / "model"
+
+
+@pytest.fixture(scope="session")
+def penguins_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A model trained on the demo data: (model dir, test split path)."""
+    tmp = tmp_path_factory.mktemp("penguins_model")
+    model = build_model(tmp, "demo://penguins", target="species", task="classification")
+    return model, tmp / "test.parquet"

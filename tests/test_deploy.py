@@ -1,0 +1,76 @@
+"""Local deploy target and the servable artifact's integrity checks."""
+
+import json
+import shutil
+
+import pytest
+
+from components.common.errors import ConfigError, ModelArtifactError
+from components.common.servable import ServableModel
+from components.deploy.core import deploy
+from components.deploy.local import latest_version_dir, publish_local
+
+
+def test_publish_versions_latest_and_idempotence(penguins_model, tmp_path):
+    model_dir, _ = penguins_model
+    repo = tmp_path / "repo"
+    first = deploy(
+        model_dir=str(model_dir), deploy_target="local", model_name="penguins", model_repository=str(repo)
+    )
+    assert (first.version, first.new) == (1, True)
+    assert latest_version_dir(repo, "penguins") == repo / "penguins" / "1"
+    record = json.loads((repo / "penguins" / "1" / "deployment.json").read_text())
+    assert record["target"] == "local" and record["published_at"]
+    again = publish_local(model_dir=str(model_dir), repository=str(repo), model_name="penguins")
+    assert (again.version, again.new) == (1, False)
+
+    other = tmp_path / "other"  # a different model (changed metadata -> re-saved, new hash)
+    model = ServableModel.load(model_dir)
+    model.metadata["note"] = "retrained"
+    model.save(other)
+    second = publish_local(model_dir=str(other), repository=str(repo), model_name="penguins")
+    assert second.version == 2 and second.sha256 != first.sha256
+    assert latest_version_dir(repo, "penguins").name == "2"
+    assert ServableModel.load(latest_version_dir(repo, "penguins")).metadata["note"] == "retrained"
+    assert sorted(p.name for p in (repo / "penguins").iterdir()) == ["1", "2", "LATEST"]  # no staging left
+
+
+def test_tampered_artifact_is_not_published(penguins_model, tmp_path):
+    model_dir, _ = penguins_model
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    with open(bad / "model.joblib", "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(ModelArtifactError, match="integrity check"):
+        publish_local(model_dir=str(bad), repository=str(tmp_path / "repo"), model_name="penguins")
+    assert not (tmp_path / "repo" / "penguins" / "LATEST").exists()
+    assert not list((tmp_path / "repo" / "penguins").glob("[0-9]*"))
+
+
+def test_artifact_checks(penguins_model, tmp_path):
+    model_dir, _ = penguins_model
+    broken = tmp_path / "m"
+    shutil.copytree(model_dir, broken)
+    meta = json.loads((broken / "metadata.json").read_text())
+    meta["versions"]["scikit-learn"] = "0.0.1"
+    (broken / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelArtifactError, match="scikit-learn trained with 0.0.1"):
+        ServableModel.load(broken)
+    (broken / "metadata.json").write_text("{not json")
+    with pytest.raises(ModelArtifactError, match="not valid JSON"):
+        ServableModel.load(broken)
+    (broken / "metadata.json").unlink()
+    with pytest.raises(ModelArtifactError, match="has no metadata.json"):
+        ServableModel.load(broken)
+    with pytest.raises(ModelArtifactError, match="no model 'penguins' has been deployed"):
+        latest_version_dir(tmp_path / "empty", "penguins")
+
+
+def test_unknown_target_is_refused(penguins_model, tmp_path):
+    with pytest.raises(ConfigError, match="unknown deploy_target 'kserve'"):
+        deploy(
+            model_dir=str(penguins_model[0]),
+            deploy_target="kserve",
+            model_name="p",
+            model_repository=str(tmp_path),
+        )

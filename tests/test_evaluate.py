@@ -1,0 +1,100 @@
+"""Evaluate core: test metrics, the gate (thresholds, baseline, no thresholds), and the report."""
+
+import pytest
+
+from components.common.errors import ConfigError, ModelArtifactError
+from components.evaluate.core import evaluate, gate
+from tests.conftest import build_model, make_table
+
+
+def run(model_dir, test_path, tmp_path, **kw):
+    args = dict(thresholds={"accuracy": 0.9, "f1_macro": 0.9}, baseline_model_uri="", baseline_tolerance=0.0)
+    args.update(kw)
+    return evaluate(
+        model_dir=str(model_dir), test_path=str(test_path), report_path=str(tmp_path / "report.md"), **args
+    )
+
+
+def test_demo_model_is_blessed_with_full_metrics(penguins_model, tmp_path):
+    model_dir, test_path = penguins_model
+    result = run(model_dir, test_path, tmp_path)
+    assert result.blessed and result.reason == "all checks passed"
+    assert set(result.metrics) == {"accuracy", "f1_macro", "roc_auc", "log_loss"}
+    assert result.metrics["accuracy"] > 0.9
+    assert result.classes == ["Adelie", "Chinstrap", "Gentoo"]
+    assert sum(map(sum, result.confusion_matrix)) == result.test_rows
+    curve = result.roc_curve
+    assert len(curve["fpr"]) == len(curve["tpr"]) == len(curve["thresholds"]) > 2
+    assert curve["fpr"][0] == 0 and curve["tpr"][-1] == 1 and max(curve["thresholds"]) <= 1
+    report = (tmp_path / "report.md").read_text()
+    assert "**BLESSED**" in report and "| threshold:accuracy | pass |" in report and "Gentoo" in report
+
+
+def test_impossible_threshold_refuses(penguins_model, tmp_path):
+    model_dir, test_path = penguins_model
+    result = run(model_dir, test_path, tmp_path, thresholds={"accuracy": 1.01, "log_loss": 0.5})
+    assert not result.blessed
+    assert "accuracy" in result.reason and "< 1.01" in result.reason
+    assert "**NOT BLESSED**" in (tmp_path / "report.md").read_text()
+
+
+def test_no_thresholds_refuses(penguins_model, tmp_path):
+    model_dir, test_path = penguins_model
+    result = run(model_dir, test_path, tmp_path, thresholds={})
+    assert not result.blessed and "no thresholds configured" in result.reason
+
+
+def test_thresholds_for_the_wrong_task_are_refused(penguins_model, tmp_path):
+    model_dir, test_path = penguins_model
+    with pytest.raises(ConfigError, match=r"\['rmse'\] are not classification metrics"):
+        run(model_dir, test_path, tmp_path, thresholds={"rmse": 1.0})
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_baseline_no_worse(tmp_path, penguins_model):
+    model_dir, test_path = penguins_model
+    same = run(model_dir, test_path, tmp_path, baseline_model_uri=str(model_dir))
+    assert same.blessed and same.baseline_metrics == same.metrics
+    assert any(c.name == "baseline:accuracy" and c.passed for c in same.checks)
+
+
+def test_worse_than_baseline_is_refused(tmp_path):
+    """A model trained on noise-only features is worse than one trained on the signal."""
+    df = make_table(400, seed=11)
+    df.to_csv(tmp_path / "good.csv", index=False)
+    noise = df.copy()
+    noise["x one"] = noise["x one"].sample(frac=1, random_state=0).to_numpy()
+    noise["x2"] = noise["x2"].sample(frac=1, random_state=1).to_numpy()
+    noise.to_csv(tmp_path / "noise.csv", index=False)
+    good = build_model(tmp_path / "good", str(tmp_path / "good.csv"), target="y", task="classification")
+    weak = build_model(tmp_path / "weak", str(tmp_path / "noise.csv"), target="y", task="classification")
+    test_path = tmp_path / "good" / "test.parquet"
+    thresholds = {"accuracy": 0.5}
+    result = run(weak, test_path, tmp_path, thresholds=thresholds, baseline_model_uri=str(good))
+    assert not result.blessed and "worse: accuracy" in result.reason
+    tolerant = run(
+        weak, test_path, tmp_path, thresholds=thresholds, baseline_model_uri=str(good), baseline_tolerance=1.0
+    )
+    assert tolerant.blessed
+
+
+def test_missing_baseline_is_an_error(penguins_model, tmp_path):
+    model_dir, test_path = penguins_model
+    with pytest.raises(ModelArtifactError, match="does not exist"):
+        run(model_dir, test_path, tmp_path, baseline_model_uri=str(tmp_path / "nothing"))
+
+
+def test_regression_metrics_and_gate(tmp_path):
+    make_table(400, seed=4, task="regression").to_csv(tmp_path / "r.csv", index=False)
+    model = build_model(tmp_path, str(tmp_path / "r.csv"), target="y", task="regression")
+    result = run(model, tmp_path / "test.parquet", tmp_path, thresholds={"r2": 0.5, "rmse": 10.0})
+    assert set(result.metrics) == {"rmse", "mae", "r2"} and result.blessed
+    assert result.confusion_matrix == [] and result.roc_curve == {}
+    assert not run(model, tmp_path / "test.parquet", tmp_path, thresholds={"rmse": 1e-9}).blessed
+
+
+def test_gate_directions():
+    checks = gate("regression", {"rmse": 2.0, "r2": 0.8, "mae": 1.0}, {"rmse": 1.0, "r2": 0.5}, None, 0.0)
+    assert {c.name: c.passed for c in checks} == {"threshold:r2": True, "threshold:rmse": False}
+    nan = gate("classification", {"roc_auc": float("nan")}, {"roc_auc": 0.5}, None, 0.0)
+    assert not nan[0].passed  # an undefined metric never passes

@@ -1,0 +1,198 @@
+"""The whole pipeline through kfp.local (SubprocessRunner, no cluster): artifacts, decision, bad input.
+
+These run the README's local command (``python -m pipelines.local_run``) as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.common.io import sha256_file
+from components.common.servable import ServableModel
+from pipelines.local_run import task_outputs
+from tests.conftest import REPO, make_table
+
+pytestmark = pytest.mark.slow
+
+
+def local_run(tmp: Path, *args: str) -> tuple[int, str, Path, Path]:
+    root, repo = tmp / "runs", tmp / "models"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.local_run",
+            "--pipeline-root",
+            str(root),
+            "--model-repository",
+            str(repo),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    runs = sorted(root.glob("kfp-tabular-*")) if root.exists() else []
+    return proc.returncode, proc.stdout + proc.stderr, (runs[-1] if runs else root), repo
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    """The demo pipeline, run twice with the same inputs into the same model repository."""
+    tmp = tmp_path_factory.mktemp("demo")
+    first = local_run(tmp / "a", "--model-repository", str(tmp / "models"))
+    second = local_run(tmp / "b", "--model-repository", str(tmp / "models"))
+    return first, second, tmp / "models"
+
+
+def test_demo_run_produces_every_artifact_and_deploys(demo_runs):
+    (code, output, run_dir, _), _, repo = demo_runs
+    assert code == 0, output
+    assert "gate       BLESSED" in output and "deploy     version 1 at" in output
+    out = task_outputs(run_dir)
+    assert set(out) == {"ingest", "validate", "transform", "train", "evaluate", "deploy"}
+
+    ingest = out["ingest"]["artifacts"]
+    assert {int(ingest[f"{s}_data"]["metadata"]["rows"]) for s in ("train", "eval", "test")} == {223, 52, 69}
+    assert ingest["train_data"]["metadata"]["source_sha256"] == sha256_file(
+        REPO / "components/ingest/demo/penguins.csv"
+    )
+
+    validate = out["validate"]["artifacts"]
+    assert validate["schema"]["metadata"]["inferred"] is True
+    assert "feature {" in Path(validate["schema"]["uri"]).read_text()
+    assert sorted(p.name for p in Path(validate["statistics"]["uri"]).iterdir()) == [
+        "eval.pb",
+        "test.pb",
+        "train.pb",
+    ]
+    assert "<html" in Path(validate["statistics_report"]["uri"]).read_text().lower()
+
+    model = out["train"]["artifacts"]["model"]
+    assert model["metadata"]["framework"] in ("sklearn", "xgboost")
+    assert model["metadata"]["sha256"] == sha256_file(Path(model["uri"]) / "model.joblib")
+    assert out["train"]["artifacts"]["metrics"]["metadata"]["trials"] == 12
+
+    evaluation = out["evaluate"]["artifacts"]
+    assert out["evaluate"]["parameters"]["Output"] is True
+    assert evaluation["metrics"]["metadata"]["accuracy"] >= 0.9
+    cm = evaluation["classification_metrics"]["metadata"]["confusionMatrix"]
+    assert [a["displayName"] for a in cm["annotationSpecs"]] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert sum(sum(r["row"]) for r in cm["rows"]) == 69
+    assert evaluation["classification_metrics"]["metadata"]["confidenceMetrics"]
+    assert "**BLESSED**" in Path(evaluation["report"]["uri"]).read_text()
+
+    deployed = Path(out["deploy"]["parameters"]["model_uri"])
+    assert deployed == repo / "penguins" / "1"
+    assert ServableModel.load(deployed).sha256 == model["metadata"]["sha256"]
+
+
+def test_same_inputs_same_split_metrics_and_decision(demo_runs):
+    (_, _, run_a, _), (code_b, output_b, run_b, _), repo = demo_runs
+    assert code_b == 0, output_b
+    a, b = task_outputs(run_a), task_outputs(run_b)
+    for split in ("train_data", "eval_data", "test_data"):
+        assert sha256_file(a["ingest"]["artifacts"][split]["uri"]) == sha256_file(
+            b["ingest"]["artifacts"][split]["uri"]
+        )
+    assert (
+        a["train"]["artifacts"]["model"]["metadata"]["params"]
+        == b["train"]["artifacts"]["model"]["metadata"]["params"]
+    )
+    assert (
+        a["evaluate"]["artifacts"]["metrics"]["metadata"] == b["evaluate"]["artifacts"]["metrics"]["metadata"]
+    )
+    assert a["evaluate"]["parameters"] == b["evaluate"]["parameters"]
+    # the same model is not published twice
+    assert "deploy     version 1 at" in output_b
+    assert sorted(p.name for p in (repo / "penguins").iterdir()) == ["1", "LATEST"]
+
+
+def test_gate_refusing_skips_deploy(tmp_path):
+    code, output, run_dir, repo = local_run(tmp_path, "--threshold", "accuracy=1.01", "--max-trials", "3")
+    assert code == 3, output
+    assert "NOT BLESSED: accuracy" in output and "deploy     skipped" in output
+    out = task_outputs(run_dir)
+    assert out["evaluate"]["parameters"]["Output"] is False
+    assert "deploy" not in out and not (run_dir / "deploy").exists()
+    assert not repo.exists()
+
+
+def _schema_violation(tmp: Path) -> list[str]:
+    schema = tmp / "schema.pbtxt"
+    # a curated schema that says 'island' only takes two values; the data has three
+    schema.write_text(
+        'feature { name: "island" type: BYTES domain: "island" }\n'
+        'string_domain { name: "island" value: "Biscoe" value: "Torgersen" }\n'
+        'feature { name: "species" type: BYTES }\n'
+    )
+    return ["--config", str(_config(tmp, f"schema_uri: {schema}\n"))]
+
+
+def _config(tmp: Path, text: str) -> Path:
+    path = tmp / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def _csv(tmp: Path, df) -> list[str]:
+    df.to_csv(tmp / "data.csv", index=False)
+    return ["--source-uri", str(tmp / "data.csv"), "--target", "y", "--max-trials", "2"]
+
+
+BAD_INPUT = {
+    "missing file": (lambda tmp: ["--source-uri", str(tmp / "nope.csv")], "ingest", "data source not found"),
+    "empty table": (lambda tmp: _csv(tmp, make_table(20).iloc[:0]), "ingest", "has no rows"),
+    "missing target": (
+        lambda tmp: ["--target", "beak_colour"],
+        "ingest",
+        "target column 'beak_colour' is not in the table",
+    ),
+    "wrong type": (
+        lambda tmp: _csv(
+            tmp, make_table(200).assign(x2=lambda d: d["x2"].astype(object).where(d.index != 3, "lots"))
+        ),
+        "ingest",
+        "column 'x2' is numeric but 1 of its values are not numbers",
+    ),
+    "all-missing column": (
+        lambda tmp: _csv(tmp, make_table(200).assign(blank=None)),
+        "ingest",
+        r"['blank'] have no values",
+    ),
+    "schema violation": (_schema_violation, "validate", "island"),
+    "bad config": (
+        lambda tmp: ["--config", str(_config(tmp, "thresholds: {rmse: 1}\n"))],
+        None,
+        "not classification metrics",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_stops_at_its_stage_and_deploys_nothing(tmp_path, case):
+    make_args, stage, message = BAD_INPUT[case]
+    code, output, run_dir, repo = local_run(tmp_path, *make_args(tmp_path))
+    assert code == 1, output
+    assert message in output
+    if stage:
+        assert f"FAILED at stage '{stage}'" in output
+        done = set(task_outputs(run_dir)) if run_dir.exists() else set()
+        assert stage not in done and "train" not in done
+        assert not (run_dir / stage / "executor_output.json").exists()
+    assert not repo.exists()
+    assert "nothing was deployed" in output or "configuration error" in output
+
+
+def test_executor_outputs_are_json(demo_runs):
+    (_, _, run_dir, _), _, _ = demo_runs
+    for path in run_dir.glob("*/executor_output.json"):
+        json.loads(path.read_text())
