@@ -1,0 +1,5 @@
+import sys
+
+from components.serving.server import main
+
+sys.exit(main())

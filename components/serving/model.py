@@ -1,0 +1,136 @@
+"""``TabularModel``: the servable model artifact behind KServe's V1 and V2 REST protocols."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput
+
+from components.common.logs import get_logger
+from components.common.servable import ServableModel
+from components.serving.fast import FastPredictor
+from components.serving.requests import RequestError, Schema
+
+log = get_logger("serving")
+
+
+class TabularModel(Model):
+    """Loads a model directory (integrity and versions checked), answers V1 and V2 predictions.
+
+    Prediction runs in the event loop's thread pool, so health and readiness checks stay fast while
+    batches are being scored.
+    """
+
+    def __init__(self, name: str, model_dir: str | Path):
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.servable: ServableModel | None = None
+        self.predictor: FastPredictor | None = None
+        self.schema: Schema | None = None
+
+    def load(self) -> bool:
+        servable = ServableModel.load(self.model_dir)
+        predictor = FastPredictor(servable)
+        self.schema = Schema(
+            servable.metadata["features"], predictor.numeric_names, predictor.categorical_names
+        )
+        self.servable, self.predictor = servable, predictor
+        meta = servable.metadata
+        log.info(
+            "loaded %s: %s %s (%s), %d features, sha256 %s",
+            self.model_dir,
+            meta["task"],
+            meta.get("estimator"),
+            meta.get("framework"),
+            len(self.schema.names),
+            servable.sha256[:12],
+        )
+        self.ready = True
+        return self.ready
+
+    # --- metadata (V2 /v2/models/<name>) ---
+    def get_input_types(self) -> list[dict]:
+        if self.schema is None:
+            return []
+        return [
+            {"name": f.name, "datatype": "FP64" if f.kind == "numeric" else "BYTES", "shape": [-1]}
+            for f in self.schema.features
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        if self.servable is None:
+            return []
+        if self.servable.task == "classification":
+            return [
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(self.servable.classes)]},
+            ]
+        return [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+
+    # --- prediction ---
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None, *_: Any):
+        # Parsing, scoring and formatting are CPU work: they run in the loop's thread pool so that
+        # health, readiness and other requests are answered meanwhile.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.answer, payload)
+
+    def answer(self, payload: dict | bytes | InferRequest) -> dict | InferResponse:
+        """One request, synchronously: validate, predict, and format for the request's protocol."""
+        try:
+            if isinstance(payload, InferRequest):
+                batch = self.schema.from_v2([(i.name, i.datatype, i.shape, _data(i)) for i in payload.inputs])
+            else:
+                batch = self.schema.from_v1(payload)
+        except RequestError as exc:
+            raise InvalidInput(str(exc)) from exc
+        output = self.predictor.predict(batch.numeric, batch.categorical)
+        if isinstance(payload, InferRequest):
+            return self._v2_response(payload, output)
+        return {"predictions": self._v1_predictions(output)}
+
+    def _v1_predictions(self, output: np.ndarray) -> list:
+        if self.servable.task == "regression":
+            return output.astype(np.float64).tolist()
+        classes = self.servable.classes
+        labels = np.asarray(classes, dtype=object)[output.argmax(axis=1)].tolist()
+        return [
+            {"label": label, "probabilities": dict(zip(map(str, classes), row, strict=True))}
+            for label, row in zip(labels, output.astype(np.float64).tolist(), strict=True)
+        ]
+
+    def _v2_response(self, request: InferRequest, output: np.ndarray) -> InferResponse:
+        n = output.shape[0]
+        if self.servable.task == "regression":
+            outputs = [InferOutput("prediction", [n], "FP64", output.astype(np.float64).tolist())]
+        else:
+            classes = [str(c) for c in self.servable.classes]
+            labels = [classes[i] for i in output.argmax(axis=1)]
+            probabilities = output.astype(np.float64).ravel().tolist()
+            outputs = [
+                InferOutput("label", [n], "BYTES", labels),
+                # V2 parameters are scalars: the class order (the columns) as a JSON list in a string
+                InferOutput(
+                    "probabilities",
+                    [n, len(classes)],
+                    "FP64",
+                    probabilities,
+                    parameters={"classes": json.dumps(classes)},
+                ),
+            ]
+        return InferResponse(response_id=request.id or "", model_name=self.name, infer_outputs=outputs)
+
+
+def _data(infer_input) -> list:
+    """The input's values as a Python list (JSON requests carry lists; binary ones numpy arrays)."""
+    data = infer_input.data
+    if isinstance(data, np.ndarray):
+        return data.tolist()
+    if data is None:
+        raise RequestError(f"input {infer_input.name!r} has no data")
+    return list(data)

@@ -1,0 +1,226 @@
+"""Turning V1 and V2 (Open Inference Protocol) request bodies into model inputs, strictly.
+
+Every problem raises ``RequestError`` with a message naming it (the server answers 400): a missing
+or unknown feature, a wrong type, a non-finite number, an empty batch, a malformed body. Feature names
+in requests are sanitized exactly as ingestion sanitized the training columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from components.common.columns import sanitize_column_name
+from components.common.errors import InputDataError
+from components.serving.fast import category_text
+
+MAX_ROWS = 100_000
+
+
+class RequestError(ValueError):
+    """A request the model cannot answer; the message says why (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str  # "numeric" | "categorical"
+
+
+@dataclass
+class Batch:
+    """Validated model inputs: numeric (n, numeric features) float64, categorical texts per feature."""
+
+    numeric: np.ndarray
+    categorical: list[list[str | None]]
+    rows: int
+
+
+class Schema:
+    """The model's features, in training order, and how to read request values for them."""
+
+    def __init__(
+        self, features: Sequence[dict], numeric_names: Sequence[str], categorical_names: Sequence[str]
+    ):
+        self.features = [Feature(f["name"], f["kind"]) for f in features]
+        self.names = [f.name for f in self.features]
+        self.numeric_names = list(numeric_names)
+        self.categorical_names = list(categorical_names)
+
+    # --- V1: {"instances": [...]} -------------------------------------------------------------------------
+    def from_v1(self, payload: Any) -> Batch:
+        if isinstance(payload, bytes | str):  # sent without a JSON content type: KServe passes it through
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise RequestError(f"the request body is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise RequestError('a V1 request body must be a JSON object with an "instances" list')
+        key = "instances" if "instances" in payload else "inputs" if "inputs" in payload else None
+        if key is None:
+            raise RequestError(
+                'a V1 request body needs "instances": a list of records or of rows in feature order'
+            )
+        instances = payload[key]
+        if not isinstance(instances, list):
+            raise RequestError(f'"{key}" must be a list, not {type(instances).__name__}')
+        self._check_rows(len(instances))
+        if all(isinstance(row, dict) for row in instances):
+            columns = self._columns_from_records(instances)
+        elif all(isinstance(row, list) for row in instances):
+            columns = self._columns_from_rows(instances, where="instance")
+        else:
+            raise RequestError(
+                "each instance must be an object keyed by feature name or a list of values in feature order "
+                f"{self.names} (not a mix)"
+            )
+        return self._batch(columns, len(instances))
+
+    # --- V2: named inputs, one per feature, or one [N, F] tensor ------------------------------------------
+    def from_v2(self, inputs: Sequence[tuple[str, str, Sequence[int], Any]]) -> Batch:
+        """``inputs``: (name, datatype, shape, flat or nested data) for each request input."""
+        if not inputs:
+            raise RequestError('a V2 request needs "inputs": one per feature, or one [N, F] tensor')
+        if len(inputs) == 1 and len(inputs[0][2]) == 2 and inputs[0][2][1] == len(self.names) > 1:
+            name, _, shape, data = inputs[0]
+            rows = self._reshape(name, shape, data)
+            self._check_rows(len(rows))
+            return self._batch(self._columns_from_rows(rows, where=f"input '{name}' row"), len(rows))
+        columns: dict[str, list] = {}
+        lengths = set()
+        for name, _, shape, data in inputs:
+            clean = self._clean(name)
+            if clean in columns:
+                raise RequestError(f"input {name!r} is given twice")
+            values = self._flat(name, shape, data)
+            columns[clean] = values
+            lengths.add(len(values))
+        self._check_names(set(columns), "inputs")
+        if len(lengths) != 1:
+            raise RequestError(f"all inputs must have the same number of rows; got {sorted(lengths)}")
+        rows = lengths.pop()
+        self._check_rows(rows)
+        return self._batch(columns, rows)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _clean(self, name: Any) -> str:
+        try:
+            return sanitize_column_name(name)
+        except InputDataError as exc:
+            raise RequestError(str(exc)) from exc
+
+    def _check_rows(self, rows: int) -> None:
+        if rows == 0:
+            raise RequestError("the batch is empty: send at least one instance")
+        if rows > MAX_ROWS:
+            raise RequestError(f"the batch has {rows} rows; at most {MAX_ROWS} per request")
+
+    def _check_names(self, given: set[str], what: str) -> None:
+        missing = [n for n in self.names if n not in given]
+        unknown = sorted(given - set(self.names))
+        problems = []
+        if missing:
+            problems.append(f"missing features {missing}")
+        if unknown:
+            problems.append(f"unknown features {unknown}")
+        if problems:
+            raise RequestError(f"{what}: {'; '.join(problems)}; the model takes {self.names}")
+
+    def _columns_from_records(self, records: list[dict]) -> dict[str, list]:
+        columns: dict[str, list] = {name: [] for name in self.names}
+        cleaned_keys: dict[tuple, dict[str, str]] = {}
+        for index, record in enumerate(records):
+            keys = tuple(record)
+            mapping = cleaned_keys.get(keys)
+            if mapping is None:
+                mapping = {}
+                for key in keys:
+                    clean = self._clean(key)
+                    if clean in mapping.values():
+                        raise RequestError(f"instance {index}: two keys name feature {clean!r}")
+                    mapping[key] = clean
+                try:
+                    self._check_names(set(mapping.values()), f"instance {index}")
+                except RequestError:
+                    raise
+                cleaned_keys[keys] = mapping
+            for key, value in record.items():
+                columns[mapping[key]].append(value)
+        return columns
+
+    def _columns_from_rows(self, rows: list, where: str) -> dict[str, list]:
+        width = len(self.names)
+        for index, row in enumerate(rows):
+            if not isinstance(row, list | tuple) or len(row) != width:
+                length = len(row) if isinstance(row, list | tuple) else type(row).__name__
+                raise RequestError(
+                    f"{where} {index} has {length} values; the model takes {width}: {self.names}"
+                )
+        return {name: [row[j] for row in rows] for j, name in enumerate(self.names)}
+
+    @staticmethod
+    def _reshape(name: str, shape: Sequence[int], data: Any) -> list:
+        if data and isinstance(data[0], list):
+            return data
+        n, f = shape
+        if len(data) != n * f:
+            raise RequestError(f"input {name!r}: shape {list(shape)} needs {n * f} values, got {len(data)}")
+        return [data[i * f : (i + 1) * f] for i in range(n)]
+
+    @staticmethod
+    def _flat(name: str, shape: Sequence[int], data: Any) -> list:
+        if not isinstance(data, list):
+            raise RequestError(f"input {name!r}: data must be a list")
+        if data and isinstance(data[0], list):
+            if any(len(item) != 1 for item in data):
+                raise RequestError(f"input {name!r}: one value per row expected (shape [N] or [N, 1])")
+            data = [item[0] for item in data]
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise RequestError(
+                f"input {name!r}: shape {list(shape)}; one value per row expected ([N] or [N, 1])"
+            )
+        if shape and shape[0] != len(data):
+            raise RequestError(f"input {name!r}: shape {list(shape)} but {len(data)} values")
+        return data
+
+    def _batch(self, columns: dict[str, list], rows: int) -> Batch:
+        numeric = np.empty((rows, len(self.numeric_names)), dtype=np.float64)
+        for j, name in enumerate(self.numeric_names):
+            numeric[:, j] = _numbers(name, columns[name])
+        categorical = [_texts(name, columns[name]) for name in self.categorical_names]
+        return Batch(numeric=numeric, categorical=categorical, rows=rows)
+
+
+def _numbers(name: str, values: list) -> list[float]:
+    out = []
+    for index, value in enumerate(values):
+        if value is None:
+            out.append(math.nan)  # missing: the model imputes it, as in training
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise RequestError(
+                f"feature {name!r} takes a number; row {index} has {type(value).__name__} {value!r}"
+            )
+        else:
+            number = float(value)
+            if not math.isfinite(number):
+                raise RequestError(f"feature {name!r}: row {index} is {value!r}; numbers must be finite")
+            out.append(number)
+    return out
+
+
+def _texts(name: str, values: list) -> list[str | None]:
+    out = []
+    for index, value in enumerate(values):
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if isinstance(value, list | dict):
+            raise RequestError(f"feature {name!r} takes one category; row {index} has {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value) and value == value:
+            raise RequestError(f"feature {name!r}: row {index} is {value!r}; numbers must be finite")
+        out.append(category_text(value))
+    return out

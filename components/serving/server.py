@@ -1,0 +1,185 @@
+"""The kfp-tabular model server: ``python -m components.serving``.
+
+    # in a KServe InferenceService (the storage initializer puts the artifact at /mnt/models)
+    python -m components.serving --model_name penguins --model_dir /mnt/models
+    # locally: the newest version the local deploy target published
+    python -m components.serving --model_name penguins --model_repository model_repository --host 127.0.0.1
+
+REST (KServe V1 and V2 / Open Inference Protocol) on ``--http_port`` (8080):
+``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``, ``/v2/models/<name>`` (metadata),
+``/v2/models/<name>/ready``, ``/v2/health/ready``, ``/v2/health/live``.
+
+The model's integrity (sha256) and package versions are checked before it loads; if anything is off
+the server does not start (exit status 2) and says why. With ``--wait_for_model S`` it starts
+at once, answers liveness, reports the model not ready, and loads it when it appears (within S s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from components.common.errors import KfpTabularError, ModelArtifactError
+from components.common.logs import get_logger
+from components.common.servable import METADATA_FILE
+from components.deploy.local import LATEST_FILE, latest_version_dir
+
+log = get_logger("serving")
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+EXIT_CANNOT_SERVE = 2
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send, int(declared))
+        if declared is not None:
+            return await self.app(scope, receive, send)
+        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._reject(send, size)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, send, size: int):
+        import orjson
+
+        content = orjson.dumps(
+            {"error": f"request body of {size} bytes is over the limit of {self.max_bytes} bytes"}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m components.serving", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model_name", default=os.environ.get("MODEL_NAME", "model"), help="name in the URL paths"
+    )
+    parser.add_argument("--model_dir", default="/mnt/models", help="the model artifact directory")
+    parser.add_argument(
+        "--model_repository", help="serve the LATEST version of --model_name from this local repository"
+    )
+    parser.add_argument("--http_port", type=int, default=8080)
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (127.0.0.1 for local use)")
+    parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--wait_for_model", type=float, default=0.0, help="seconds to wait for the model to appear"
+    )
+    parser.add_argument("--workers", type=int, default=1)
+    args, _ = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_grpc) pass through
+    return args
+
+
+def resolve_model_dir(args: argparse.Namespace) -> Path:
+    if args.model_repository:
+        return latest_version_dir(args.model_repository, args.model_name)
+    return Path(args.model_dir)
+
+
+def _model_present(args: argparse.Namespace) -> bool:
+    if args.model_repository:
+        return (Path(args.model_repository).expanduser() / args.model_name / LATEST_FILE).is_file()
+    return (Path(args.model_dir) / METADATA_FILE).is_file()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from kserve import ModelServer
+    from kserve.model_server import app
+
+    from components.serving.model import TabularModel
+
+    class Server(ModelServer):
+        def setup_event_loop(self):  # called after the REST server is built, before it binds
+            if self._rest_server is not None:
+                self._rest_server.config.host = args.host
+            super().setup_event_loop()
+
+    def load(model_dir: Path) -> TabularModel:
+        model = TabularModel(args.model_name, model_dir)
+        model.load()
+        return model
+
+    server = Server(http_port=args.http_port, workers=args.workers, enable_grpc=False)
+    app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
+    if args.wait_for_model <= 0 or _model_present(args):
+        try:
+            model = load(resolve_model_dir(args))
+        except (KfpTabularError, OSError) as exc:
+            print(f"kfp-tabular serving: cannot serve model {args.model_name!r}: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_SERVE
+        log.info("serving %r on http://%s:%d", args.model_name, args.host, args.http_port)
+        server.start([model])
+        return 0
+
+    # Start now (liveness answers, the model reports not ready), load when the model appears.
+    pending = TabularModel(args.model_name, args.model_dir)
+    server.register_model(pending)
+
+    def wait_and_load():
+        deadline = time.monotonic() + args.wait_for_model
+        while not _model_present(args):
+            if time.monotonic() > deadline:
+                log.error("no model appeared within %.0fs; stopping", args.wait_for_model)
+                os._exit(EXIT_CANNOT_SERVE)
+            time.sleep(0.2)
+        try:
+            pending.model_dir = resolve_model_dir(args)
+            pending.load()
+        except (KfpTabularError, OSError, ModelArtifactError) as exc:
+            log.error("cannot serve model %r: %s; stopping", args.model_name, exc)
+            os._exit(EXIT_CANNOT_SERVE)
+
+    threading.Thread(target=wait_and_load, name="model-loader", daemon=True).start()
+    log.info(
+        "waiting up to %.0fs for model %r; serving on http://%s:%d",
+        args.wait_for_model,
+        args.model_name,
+        args.host,
+        args.http_port,
+    )
+    server.start([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
