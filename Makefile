@@ -9,13 +9,22 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen --all-extras
 ARGS ?=
 
-.PHONY: help run test test-fast sync lint format compile check-compile bench clean
+MODEL ?= penguins
+PORT ?= 8080
+
+.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving serve predict clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: sync  ## run the whole pipeline locally (kfp.local) on the demo data; ARGS="--config my.yaml" for yours
 	$(RUN) python -m pipelines.local_run $(ARGS)
+
+serve: sync  ## serve the newest locally deployed model (after `make run`) on 127.0.0.1:$(PORT)
+	$(RUN) python -m components.serving --model_name $(MODEL) --model_repository model_repository --host 127.0.0.1 --http_port $(PORT)
+
+predict: sync  ## send an example V1 and V2 request from the demo data to `make serve`
+	$(RUN) python -m components.serving.example_request --url http://127.0.0.1:$(PORT) --model_name $(MODEL)
 
 test: sync  ## lint, compiled-YAML freshness, then every test (slow pipeline runs included)
 	$(RUN) ruff check .

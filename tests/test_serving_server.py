@@ -394,3 +394,12 @@ def test_refuses_to_start_with_a_bad_artifact(penguins_model, tmp_path, problem)
         "missing": "not a directory",
     }
     assert f"cannot serve model '{NAME}'" in output and expected[problem] in output
+
+
+def test_example_request_client(server, capsys):
+    """`make predict`'s client: V1 and V2 requests built from the server's metadata both answer 200."""
+    from components.serving.example_request import main
+
+    assert main(["--url", server, "--model_name", NAME, "--rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("-> HTTP 200") == 2 and '"label"' in out and '"probabilities"' in out
