@@ -11,8 +11,14 @@ ARGS ?=
 
 MODEL ?= penguins
 PORT ?= 8080
+# Container images: `make images REGISTRY=my.registry/team TAG=1.2.0`. The compiled pipeline refers to
+# $(REGISTRY)/pipeline:$(TAG) (compile with the same KFP_TABULAR_REGISTRY / KFP_TABULAR_TAG).
+REGISTRY ?= ghcr.io/kfp-tabular
+TAG ?= 0.1.0
+# The engine: podman if installed, else docker (override with ENGINE=docker).
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || (command -v docker >/dev/null 2>&1 && echo docker))
 
-.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving serve predict clean
+.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving serve predict images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,6 +65,15 @@ check-compile: sync  ## fail if the committed pipeline YAML is stale
 
 bench: sync  ## pipeline benchmark (10k, 100k, 1M rows); writes docs/benchmarks.md
 	$(RUN) python -m benchmarks.pipeline_benchmark --rows 10000 100000 1000000 --out docs/benchmarks.md
+
+bench-serving: sync  ## serving benchmark (ours vs KServe no-op vs in-process vs stock sklearnserver)
+	$(RUN) python -m benchmarks.serving_benchmark --out docs/benchmarks.md
+
+images:  ## build the pipeline and serving images ($(REGISTRY)/{pipeline,serving}:$(TAG)) with $(ENGINE)
+	@test -n "$(ENGINE)" || { echo "error: no container engine: install Docker (or podman), or set ENGINE=" >&2; exit 1; }
+	@echo "building $(REGISTRY)/pipeline:$(TAG) and $(REGISTRY)/serving:$(TAG) with $(ENGINE)"
+	$(ENGINE) build -f images/pipeline/Dockerfile -t $(REGISTRY)/pipeline:$(TAG) .
+	$(ENGINE) build -f images/serving/Dockerfile -t $(REGISTRY)/serving:$(TAG) .
 
 clean:  ## remove local run outputs and the local model repository
 	rm -rf local_outputs model_repository benchmarks/out

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from components.common.io import sha256_file
-from components.common.servable import ServableModel
 from pipelines.local_run import task_outputs
 from tests.conftest import REPO, make_table
+from tests.pipeline_checks import assert_demo_outputs
 
 pytestmark = pytest.mark.slow
 
@@ -57,42 +57,7 @@ def test_demo_run_produces_every_artifact_and_deploys(demo_runs):
     (code, output, run_dir, _), _, repo = demo_runs
     assert code == 0, output
     assert "gate       BLESSED" in output and "deploy     version 1 at" in output
-    out = task_outputs(run_dir)
-    assert set(out) == {"ingest", "validate", "transform", "train", "evaluate", "deploy"}
-
-    ingest = out["ingest"]["artifacts"]
-    assert {int(ingest[f"{s}_data"]["metadata"]["rows"]) for s in ("train", "eval", "test")} == {223, 52, 69}
-    assert ingest["train_data"]["metadata"]["source_sha256"] == sha256_file(
-        REPO / "components/ingest/demo/penguins.csv"
-    )
-
-    validate = out["validate"]["artifacts"]
-    assert validate["schema"]["metadata"]["inferred"] is True
-    assert "feature {" in Path(validate["schema"]["uri"]).read_text()
-    assert sorted(p.name for p in Path(validate["statistics"]["uri"]).iterdir()) == [
-        "eval.pb",
-        "test.pb",
-        "train.pb",
-    ]
-    assert "<html" in Path(validate["statistics_report"]["uri"]).read_text().lower()
-
-    model = out["train"]["artifacts"]["model"]
-    assert model["metadata"]["framework"] in ("sklearn", "xgboost")
-    assert model["metadata"]["sha256"] == sha256_file(Path(model["uri"]) / "model.joblib")
-    assert out["train"]["artifacts"]["metrics"]["metadata"]["trials"] == 12
-
-    evaluation = out["evaluate"]["artifacts"]
-    assert out["evaluate"]["parameters"]["Output"] is True
-    assert evaluation["metrics"]["metadata"]["accuracy"] >= 0.9
-    cm = evaluation["classification_metrics"]["metadata"]["confusionMatrix"]
-    assert [a["displayName"] for a in cm["annotationSpecs"]] == ["Adelie", "Chinstrap", "Gentoo"]
-    assert sum(sum(r["row"]) for r in cm["rows"]) == 69
-    assert evaluation["classification_metrics"]["metadata"]["confidenceMetrics"]
-    assert "**BLESSED**" in Path(evaluation["report"]["uri"]).read_text()
-
-    deployed = Path(out["deploy"]["parameters"]["model_uri"])
-    assert deployed == repo / "penguins" / "1"
-    assert ServableModel.load(deployed).sha256 == model["metadata"]["sha256"]
+    assert_demo_outputs(task_outputs(run_dir), repo)
 
 
 def test_same_inputs_same_split_metrics_and_decision(demo_runs):
