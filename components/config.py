@@ -75,8 +75,18 @@ class TabularConfig(BaseModel):
     baseline_tolerance: float = Field(0.0, ge=0, description="how much worse than the baseline still passes")
 
     # --- deployment ---
-    deploy_target: Literal["local"] = Field("local", description="where a blessed model goes")
+    deploy_target: Literal["local", "kserve"] = Field("local", description="where a blessed model goes")
     model_name: str = "penguins"
+    kserve_namespace: str = Field(
+        "kfp-tabular", description="namespace of the InferenceService (kserve target)"
+    )
+    kserve_deployment_mode: Literal["Standard", "Knative"] = "Standard"
+    canary_traffic_percent: int = Field(
+        0, ge=0, lt=100, description="canary share for a new model (Knative mode)"
+    )
+    deploy_timeout_seconds: float = Field(
+        600.0, gt=0, description="how long to wait for the InferenceService"
+    )
     model_repository: str = Field(
         "model_repository", description="local model repository of the local deploy target"
     )

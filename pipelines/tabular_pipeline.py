@@ -45,6 +45,10 @@ def tabular_pipeline(
     deploy_target: str = D.deploy_target,
     model_name: str = D.model_name,
     model_repository: str = D.model_repository,
+    kserve_namespace: str = D.kserve_namespace,
+    kserve_deployment_mode: str = D.kserve_deployment_mode,
+    canary_traffic_percent: int = D.canary_traffic_percent,
+    deploy_timeout_seconds: float = D.deploy_timeout_seconds,
 ):
     data = ingest(
         source_uri=source_uri,
@@ -94,7 +98,12 @@ def tabular_pipeline(
     with dsl.If(gate.outputs["Output"] == True, name="model-blessed"):  # noqa: E712 (a KFP condition, not Python)
         deploy(
             model=trained.outputs["model"],
+            test_data=data.outputs["test_data"],  # smoke-test rows (kserve target)
             deploy_target=deploy_target,
             model_name=model_name,
             model_repository=model_repository,
+            kserve_namespace=kserve_namespace,
+            kserve_deployment_mode=kserve_deployment_mode,
+            canary_traffic_percent=canary_traffic_percent,
+            deploy_timeout_seconds=deploy_timeout_seconds,
         )

@@ -17,7 +17,7 @@ def test_publish_versions_latest_and_idempotence(penguins_model, tmp_path):
     first = deploy(
         model_dir=str(model_dir), deploy_target="local", model_name="penguins", model_repository=str(repo)
     )
-    assert (first.version, first.new) == (1, True)
+    assert (first.version, first.status, first.target) == (1, "published", "local")
     assert latest_version_dir(repo, "penguins") == repo / "penguins" / "1"
     record = json.loads((repo / "penguins" / "1" / "deployment.json").read_text())
     assert record["target"] == "local" and record["published_at"]
@@ -29,7 +29,7 @@ def test_publish_versions_latest_and_idempotence(penguins_model, tmp_path):
     model.metadata["note"] = "retrained"
     model.save(other)
     second = publish_local(model_dir=str(other), repository=str(repo), model_name="penguins")
-    assert second.version == 2 and second.sha256 != first.sha256
+    assert second.version == 2 and second.sha256 != ServableModel.load(model_dir).sha256
     assert latest_version_dir(repo, "penguins").name == "2"
     assert ServableModel.load(latest_version_dir(repo, "penguins")).metadata["note"] == "retrained"
     assert sorted(p.name for p in (repo / "penguins").iterdir()) == ["1", "2", "LATEST"]  # no staging left
@@ -67,10 +67,52 @@ def test_artifact_checks(penguins_model, tmp_path):
 
 
 def test_unknown_target_is_refused(penguins_model, tmp_path):
-    with pytest.raises(ConfigError, match="unknown deploy_target 'kserve'"):
+    with pytest.raises(ConfigError, match="unknown deploy_target 'ftp'"):
         deploy(
             model_dir=str(penguins_model[0]),
-            deploy_target="kserve",
+            deploy_target="ftp",
             model_name="p",
             model_repository=str(tmp_path),
         )
+
+
+def test_kserve_target_needs_the_model_in_object_storage(penguins_model):
+    model_dir, test_path = penguins_model
+    with pytest.raises(ConfigError, match="needs the model in object storage"):
+        deploy(
+            model_dir=str(model_dir),
+            deploy_target="kserve",
+            model_name="p",
+            source_uri=str(model_dir),
+            test_path=str(test_path),
+        )
+
+
+@pytest.mark.parametrize(
+    ("artifact", "storage"),
+    [
+        ("minio://mlpipeline/v2/artifacts/run/train/model", "s3://mlpipeline/v2/artifacts/run/train/model"),
+        ("s3://b/m", "s3://b/m"),
+        ("gs://b/m", "gs://b/m"),
+    ],
+)
+def test_storage_uri_for_kfp_artifacts(artifact, storage):
+    from components.deploy.core import storage_uri_for
+
+    assert storage_uri_for(artifact) == storage
+
+
+def test_smoke_inputs_are_the_models_own_answers(penguins_model):
+    import numpy as np
+    import pandas as pd
+
+    from components.deploy.core import SMOKE_ROWS, smoke_inputs
+
+    model_dir, test_path = penguins_model
+    model = ServableModel.load(model_dir)
+    rows, expected = smoke_inputs(model, str(test_path))
+    assert len(rows) == len(expected) == SMOKE_ROWS and set(rows[0]) == set(model.feature_names)
+    test = pd.read_parquet(test_path).head(SMOKE_ROWS)
+    assert [e["label"] for e in expected] == list(model.predict(test))
+    probabilities = np.array([[e["probabilities"][c] for c in model.classes] for e in expected])
+    assert np.array_equal(probabilities, model.predict_proba(test).astype(np.float64))

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Input, Model
+from kfp.dsl import Dataset, Input, Model
 
 from components.images import PIPELINE_IMAGE
 
@@ -11,14 +11,21 @@ from components.images import PIPELINE_IMAGE
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def deploy(
     model: Input[Model],
+    test_data: Input[Dataset],
     deploy_target: str,
     model_name: str,
     model_repository: str,
-) -> NamedTuple("DeployOutputs", [("model_uri", str), ("version", int)]):
-    """Publish the blessed model to the deploy target (``local``: a versioned local model repository)."""
+    kserve_namespace: str,
+    kserve_deployment_mode: str,
+    canary_traffic_percent: int,
+    deploy_timeout_seconds: float,
+) -> NamedTuple("DeployOutputs", [("model_uri", str), ("version", int), ("endpoint", str), ("status", str)]):
+    """Deploy the blessed model: ``local`` (versioned local model repository) or ``kserve`` (InferenceService,
+    smoke-tested with test rows, rolled back on failure)."""
     from collections import namedtuple
 
     from components.deploy.core import deploy as run
+    from components.deploy.kserve import KServeSettings
 
     result = run(
         model_dir=model.path,
@@ -26,5 +33,13 @@ def deploy(
         model_name=model_name,
         model_repository=model_repository,
         source_uri=model.uri,
+        test_path=test_data.path,
+        kserve=KServeSettings(
+            namespace=kserve_namespace,
+            deployment_mode=kserve_deployment_mode,
+            canary_traffic_percent=canary_traffic_percent,
+            timeout_seconds=deploy_timeout_seconds,
+        ),
     )
-    return namedtuple("DeployOutputs", ["model_uri", "version"])(result.path, result.version)
+    outputs = namedtuple("DeployOutputs", ["model_uri", "version", "endpoint", "status"])
+    return outputs(result.model_uri, result.version, result.endpoint, result.status)

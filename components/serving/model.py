@@ -16,6 +16,7 @@ from components.common.logs import get_logger
 from components.common.servable import ServableModel
 from components.serving.fast import FastPredictor
 from components.serving.requests import RequestError, Schema
+from components.serving.responses import v1_predictions
 
 log = get_logger("serving")
 
@@ -92,17 +93,7 @@ class TabularModel(Model):
         output = self.predictor.predict(batch.numeric, batch.categorical)
         if isinstance(payload, InferRequest):
             return self._v2_response(payload, output)
-        return {"predictions": self._v1_predictions(output)}
-
-    def _v1_predictions(self, output: np.ndarray) -> list:
-        if self.servable.task == "regression":
-            return output.astype(np.float64).tolist()
-        classes = self.servable.classes
-        labels = np.asarray(classes, dtype=object)[output.argmax(axis=1)].tolist()
-        return [
-            {"label": label, "probabilities": dict(zip(map(str, classes), row, strict=True))}
-            for label, row in zip(labels, output.astype(np.float64).tolist(), strict=True)
-        ]
+        return {"predictions": v1_predictions(self.servable.task, self.servable.classes, output)}
 
     def _v2_response(self, request: InferRequest, output: np.ndarray) -> InferResponse:
         n = output.shape[0]
