@@ -18,10 +18,18 @@ TAG ?= 0.1.0
 # The engine: podman if installed, else docker (override with ENGINE=docker).
 ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || (command -v docker >/dev/null 2>&1 && echo docker))
 
-.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving serve predict images clean
+# The cluster path (kind): pinned upstream versions.
+include manifests/versions.env
+KIND_CLUSTER ?= kfp-tabular
+KSERVE_RELEASE := https://github.com/kserve/kserve/releases/download/$(KSERVE_VERSION)
+KFP_MANIFESTS := github.com/kubeflow/pipelines/manifests/kustomize
+need = @command -v $(1) >/dev/null 2>&1 || { echo "error: $(1) not found on PATH: $(2)" >&2; exit 1; }
+
+.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving serve predict images \
+	clean cluster images-kind deploy upload run-cluster predict-cluster undeploy test-cluster
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: sync  ## run the whole pipeline locally (kfp.local) on the demo data; ARGS="--config my.yaml" for yours
 	$(RUN) python -m pipelines.local_run $(ARGS)
@@ -74,6 +82,54 @@ images:  ## build the pipeline and serving images ($(REGISTRY)/{pipeline,serving
 	@echo "building $(REGISTRY)/pipeline:$(TAG) and $(REGISTRY)/serving:$(TAG) with $(ENGINE)"
 	$(ENGINE) build -f images/pipeline/Dockerfile -t $(REGISTRY)/pipeline:$(TAG) .
 	$(ENGINE) build -f images/serving/Dockerfile -t $(REGISTRY)/serving:$(TAG) .
+
+cluster:  ## create the kind cluster (manifests/kind/cluster.yaml, node $(KIND_NODE_IMAGE))
+	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
+	@echo "creating kind cluster $(KIND_CLUSTER)"
+	kind create cluster --name $(KIND_CLUSTER) --config manifests/kind/cluster.yaml --image $(KIND_NODE_IMAGE)
+
+images-kind: images  ## build the images and load them into the kind cluster's node
+	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
+	@echo "loading $(REGISTRY)/pipeline:$(TAG) and $(REGISTRY)/serving:$(TAG) into kind cluster $(KIND_CLUSTER)"
+	kind load docker-image --name $(KIND_CLUSTER) $(REGISTRY)/pipeline:$(TAG) $(REGISTRY)/serving:$(TAG)
+
+deploy:  ## install cert-manager, KServe (Standard mode), KFP standalone and our manifests; wait for them
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
+	@echo "installing cert-manager $(CERT_MANAGER_VERSION)"
+	kubectl apply -f https://github.com/cert-manager/cert-manager/releases/download/$(CERT_MANAGER_VERSION)/cert-manager.yaml
+	kubectl wait --for=condition=Available deployment --all -n cert-manager --timeout=300s
+	@echo "installing KServe $(KSERVE_VERSION) in the Standard deployment mode (no Knative)"
+	kubectl apply --server-side -f $(KSERVE_RELEASE)/kserve.yaml
+	kubectl wait --for=condition=Available deployment --all -n kserve --timeout=300s
+	kubectl apply --server-side -f $(KSERVE_RELEASE)/kserve-cluster-resources.yaml
+	kubectl patch configmap inferenceservice-config -n kserve --type merge \
+	  -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Standard\"}"}}'
+	@echo "installing Kubeflow Pipelines $(KFP_VERSION) (standalone)"
+	kubectl apply -k "$(KFP_MANIFESTS)/cluster-scoped-resources?ref=$(KFP_VERSION)"
+	kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+	kubectl apply -k "$(KFP_MANIFESTS)/env/platform-agnostic?ref=$(KFP_VERSION)"
+	kubectl wait --for=condition=Available deployment --all -n kubeflow --timeout=900s
+	@echo "installing kfp-tabular (namespace, RBAC, storage credentials, ClusterServingRuntime)"
+	kubectl apply -k manifests/overlays/kind
+	@echo "done: KFP UI with 'kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80', then http://localhost:8080"
+
+upload: check-compile  ## upload pipelines/tabular_pipeline.yaml to the KFP API as a new pipeline version
+	$(RUN) python -m pipelines.cluster upload
+
+run-cluster:  ## start a run of the newest pipeline version (deploy_target=kserve) and wait for it
+	$(RUN) python -m pipelines.cluster run --wait --model_name $(MODEL)
+
+predict-cluster:  ## port-forward to the InferenceService and send an example V1 and V2 request
+	$(RUN) python -m pipelines.cluster predict --model_name $(MODEL)
+
+undeploy:  ## delete our InferenceServices and manifests (KFP, KServe and cert-manager stay)
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
+	@echo "deleting InferenceServices in kfp-tabular and the kfp-tabular manifests"
+	-kubectl delete inferenceservices --all -n kfp-tabular --ignore-not-found
+	kubectl delete -k manifests/overlays/kind --ignore-not-found
+
+test-cluster: sync  ## the e2e test on the current kubectl context (skips when no cluster is reachable)
+	$(RUN) pytest -m cluster -v
 
 clean:  ## remove local run outputs and the local model repository
 	rm -rf local_outputs model_repository benchmarks/out

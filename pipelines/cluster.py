@@ -1,0 +1,166 @@
+"""The pipeline on a KFP cluster: upload it as a new pipeline version, start a run, wait for it.
+
+    python -m pipelines.cluster upload                  # pipelines/tabular_pipeline.yaml -> KFP
+    python -m pipelines.cluster run --wait --set deploy_target=kserve
+    python -m pipelines.cluster predict                 # REST call to the InferenceService
+
+Without ``--host`` it reaches KFP's API through ``kubectl port-forward`` to ``svc/ml-pipeline`` in the
+``kubeflow`` namespace (KFP standalone), and the model through a port-forward to the predictor service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+from pipelines.compile import PIPELINE_YAML
+
+PIPELINE_NAME = "kfp-tabular"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise SystemExit(f"error: {tool} not found on PATH (needed to reach the cluster)")
+    return path
+
+
+@contextlib.contextmanager
+def port_forward(namespace: str, target: str, remote_port: int) -> Iterator[str]:
+    """``kubectl port-forward`` on a free local port for the duration of the block; yields the URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            need("kubectl"),
+            "port-forward",
+            "-n",
+            namespace,
+            target,
+            f"{port}:{remote_port}",
+            "--address",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"error: kubectl port-forward {namespace}/{target} failed: {proc.stderr.read()}"
+                )
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: port-forward to {namespace}/{target} did not open within 30 s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+
+
+@contextlib.contextmanager
+def kfp_host(host: str | None) -> Iterator[str]:
+    if host:
+        yield host
+    else:
+        with port_forward("kubeflow", "svc/ml-pipeline", 8888) as url:
+            yield url
+
+
+def upload(client, version_name: str) -> tuple[str, str]:
+    """A new version of the pipeline (the pipeline itself on first upload); returns (pipeline id, version id)."""
+    pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(str(PIPELINE_YAML), pipeline_name=PIPELINE_NAME)
+        pipeline_id = pipeline.pipeline_id
+        print(f"uploaded pipeline {PIPELINE_NAME!r} ({pipeline_id})")
+    version = client.upload_pipeline_version(
+        str(PIPELINE_YAML), pipeline_version_name=version_name, pipeline_id=pipeline_id
+    )
+    print(f"uploaded version {version_name!r} ({version.pipeline_version_id}) of {PIPELINE_NAME!r}")
+    return pipeline_id, version.pipeline_version_id
+
+
+def latest_version(client, pipeline_id: str) -> str:
+    versions = client.list_pipeline_versions(
+        pipeline_id, sort_by="created_at desc", page_size=1
+    ).pipeline_versions
+    if not versions:
+        raise SystemExit(f"error: pipeline {PIPELINE_NAME!r} has no versions: run `make upload` first")
+    return versions[0].pipeline_version_id
+
+
+def parse_sets(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set takes NAME=VALUE, not {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["upload", "run", "predict"])
+    parser.add_argument("--host", help="KFP API URL (default: port-forward to kubeflow/svc/ml-pipeline)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--model_name", default="penguins")
+    parser.add_argument("--namespace", default="kfp-tabular")
+    args = parser.parse_args(argv)
+
+    if args.command == "predict":
+        from components.serving.example_request import main as example
+
+        with port_forward(args.namespace, f"svc/{args.model_name}-predictor", 80) as url:
+            return example(["--url", url, "--model_name", args.model_name])
+
+    import kfp
+
+    with kfp_host(args.host) as host:
+        client = kfp.Client(host=host)
+        if args.command == "upload":
+            upload(client, f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
+            return 0
+        pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+        if pipeline_id is None:
+            raise SystemExit(f"error: no pipeline {PIPELINE_NAME!r} on {host}: run `make upload` first")
+        params = {"deploy_target": "kserve", "model_name": args.model_name, **parse_sets(args.set)}
+        experiment = client.create_experiment(PIPELINE_NAME)
+        run = client.run_pipeline(
+            experiment_id=experiment.experiment_id,
+            job_name=f"{PIPELINE_NAME}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}",
+            pipeline_id=pipeline_id,
+            version_id=latest_version(client, pipeline_id),
+            params=params,
+        )
+        print(f"started run {run.run_id} with {params}")
+        if not args.wait:
+            return 0
+        finished = client.wait_for_run_completion(run.run_id, timeout=args.timeout)
+        state = str(finished.state)
+        print(f"run {run.run_id} finished: {state}")
+        return 0 if state.upper().endswith("SUCCEEDED") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
