@@ -44,44 +44,42 @@ def _hgb_space() -> dict[str, Any]:
     }
 
 
-CLASSIFIERS = {
-    "logistic_regression": Candidate(
+def _pool(linear: Candidate, hgb_class: type, xgb_class: type) -> dict[str, Candidate]:
+    """A task's families: its linear model, then histogram gradient boosting and XGBoost."""
+    return {
+        linear.name: linear,
+        "hist_gradient_boosting": Candidate(
+            "hist_gradient_boosting",
+            "sklearn",
+            lambda seed, **p: hgb_class(random_state=seed, early_stopping=False, **p),
+            _hgb_space(),
+        ),
+        "xgboost": Candidate(
+            "xgboost",
+            "xgboost",
+            lambda seed, **p: xgb_class(random_state=seed, n_jobs=N_JOBS, tree_method="hist", **p),
+            _xgb_space(),
+        ),
+    }
+
+
+CLASSIFIERS = _pool(
+    Candidate(
         "logistic_regression",
         "sklearn",
         lambda seed, **p: LogisticRegression(max_iter=2000, random_state=seed, **p),
         {"C": loguniform(1e-3, 1e2)},
     ),
-    "hist_gradient_boosting": Candidate(
-        "hist_gradient_boosting",
-        "sklearn",
-        lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, early_stopping=False, **p),
-        _hgb_space(),
-    ),
-    "xgboost": Candidate(
-        "xgboost",
-        "xgboost",
-        lambda seed, **p: XGBClassifier(random_state=seed, n_jobs=N_JOBS, tree_method="hist", **p),
-        _xgb_space(),
-    ),
-}
-
-REGRESSORS = {
-    "ridge": Candidate(
+    HistGradientBoostingClassifier,
+    XGBClassifier,
+)
+REGRESSORS = _pool(
+    Candidate(
         "ridge", "sklearn", lambda seed, **p: Ridge(random_state=seed, **p), {"alpha": loguniform(1e-3, 1e3)}
     ),
-    "hist_gradient_boosting": Candidate(
-        "hist_gradient_boosting",
-        "sklearn",
-        lambda seed, **p: HistGradientBoostingRegressor(random_state=seed, early_stopping=False, **p),
-        _hgb_space(),
-    ),
-    "xgboost": Candidate(
-        "xgboost",
-        "xgboost",
-        lambda seed, **p: XGBRegressor(random_state=seed, n_jobs=N_JOBS, tree_method="hist", **p),
-        _xgb_space(),
-    ),
-}
+    HistGradientBoostingRegressor,
+    XGBRegressor,
+)
 
 
 def candidates_for(task: str, names: list[str] | None = None) -> list[Candidate]:
