@@ -24,8 +24,10 @@ def test_publish_versions_latest_and_idempotence(penguins_model, tmp_path):
     again = publish_local(model_dir=str(model_dir), repository=str(repo), model_name="penguins")
     assert (again.version, again.new) == (1, False)
 
-    other = tmp_path / "other"  # a different model (changed metadata -> re-saved, new hash)
+    other = tmp_path / "other"  # a different model: other weights and other metadata
     model = ServableModel.load(model_dir)
+    columns = model.pipeline.named_steps["preprocess"].named_steps["columns"]
+    columns.named_transformers_["numeric"].named_steps["scale"].mean_ += 0.01
     model.metadata["note"] = "retrained"
     model.save(other)
     second = publish_local(model_dir=str(other), repository=str(repo), model_name="penguins")
@@ -116,3 +118,17 @@ def test_smoke_inputs_are_the_models_own_answers(penguins_model):
     assert [e["label"] for e in expected] == list(model.predict(test))
     probabilities = np.array([[e["probabilities"][c] for c in model.classes] for e in expected])
     assert np.array_equal(probabilities, model.predict_proba(test).astype(np.float64))
+
+
+def test_same_weights_with_new_metadata_is_a_new_version(penguins_model, tmp_path):
+    """Deployment identity is the artifact's files: new evaluation facts on the same weights publish anew."""
+    model_dir, _ = penguins_model
+    repo = tmp_path / "repo"
+    assert publish_local(model_dir=str(model_dir), repository=str(repo), model_name="penguins").version == 1
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(model_dir, relabelled)
+    meta = json.loads((relabelled / "metadata.json").read_text())
+    meta["eval_metrics"] = {"accuracy": 0.5}
+    (relabelled / "metadata.json").write_text(json.dumps(meta))
+    again = publish_local(model_dir=str(relabelled), repository=str(repo), model_name="penguins")
+    assert (again.version, again.new) == (2, True)

@@ -8,7 +8,8 @@ Layout (one folder per model, one numbered folder per published version)::
 
 Publishing verifies the artifact (integrity and versions) first, copies it into a hidden temporary
 folder and renames that into place, so a reader never sees a half-written version. Publishing a
-model whose hash equals the latest version's publishes nothing new (re-runs are idempotent).
+model whose files equal the latest version's (same sha256, same metadata) publishes nothing new, so re-runs
+are idempotent.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def publish_local(
     existing = versions(root)
     if existing:
         current = read_metadata(root / str(existing[-1]))
-        if current["sha256"].get(MODEL_FILE) == model.sha256:
+        if current == model.metadata:  # same weights (sha256 in it) and same metadata
             _point_latest(root, existing[-1])
             log.info(
                 "model %s is already version %d of %r: nothing new published",
