@@ -1,0 +1,92 @@
+"""A no-op KServe model: the ceiling KServe itself sets, for the serving benchmark.
+
+    python -m benchmarks.noop_model --model_name penguins --model_dir model_repository/penguins/1 \
+        --host 127.0.0.1 --http_port 8080
+
+``NoopModel`` answers V1 and V2 requests with a precomputed answer of the same shape as the kfp-tabular
+server's (a label and the class probabilities per row, the classes read from the artifact's
+``metadata.json``) without computing anything: only the row count is read from the request. Its
+``predict`` is a plain function, so KServe runs it on the event loop (no thread-pool hop). Everything
+else - routing, body reading and JSON decoding, V2 request validation (pydantic), response encoding,
+KServe's per-request logging - is KServe's own, with its defaults, exactly as for the real server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kserve import InferRequest, InferResponse, Model
+from kserve.protocol.infer_type import InferOutput
+
+
+class NoopModel(Model):
+    def __init__(self, name: str, classes: list[str]):
+        super().__init__(name)
+        self.classes = [str(c) for c in classes]
+        one = [1.0] + [0.0] * (len(self.classes) - 1)
+        self._v1_row = {"label": self.classes[0], "probabilities": dict(zip(self.classes, one, strict=True))}
+        self._one = one
+        self._v1: dict[int, dict] = {}
+        self._v2: dict[int, tuple[list, list]] = {}
+        self.ready = True
+
+    def load(self) -> bool:
+        self.ready = True
+        return True
+
+    def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None, *_: Any):
+        if isinstance(payload, InferRequest):
+            n = int(payload.inputs[0].shape[0])
+            cached = self._v2.get(n)
+            if cached is None:
+                cached = self._v2[n] = ([self.classes[0]] * n, self._one * n)
+            labels, probabilities = cached
+            outputs = [
+                InferOutput("label", [n], "BYTES", list(labels)),
+                InferOutput(
+                    "probabilities",
+                    [n, len(self.classes)],
+                    "FP64",
+                    list(probabilities),
+                    parameters={"classes": json.dumps(self.classes)},
+                ),
+            ]
+            return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs)
+        if isinstance(payload, bytes | str):  # no JSON content type: count the rows anyway
+            payload = json.loads(payload)
+        n = len(payload.get("instances") or payload.get("inputs") or [])
+        cached = self._v1.get(n)
+        if cached is None:
+            cached = self._v1[n] = {"predictions": [self._v1_row] * n}
+        return cached
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model_name", default="model")
+    parser.add_argument(
+        "--model_dir", required=True, help="a kfp-tabular artifact (only its classes are read)"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--http_port", type=int, default=8080)
+    args, _ = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_latency_logging) pass through
+    classes = json.loads((Path(args.model_dir) / "metadata.json").read_text())["classes"]
+
+    from kserve import ModelServer
+
+    class Server(ModelServer):
+        def setup_event_loop(self):  # called after the REST server is built, before it binds
+            if self._rest_server is not None:
+                self._rest_server.config.host = args.host
+            super().setup_event_loop()
+
+    Server(http_port=args.http_port, enable_grpc=False).start([NoopModel(args.model_name, classes)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
