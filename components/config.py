@@ -82,7 +82,12 @@ class TabularConfig(BaseModel):
     )
     kserve_deployment_mode: Literal["Standard", "Knative"] = "Standard"
     canary_traffic_percent: int = Field(
-        0, ge=0, lt=100, description="canary share for a new model (Knative mode)"
+        0,
+        ge=0,
+        lt=100,
+        description="canary share for a new model replacing a served one; 0: replace at once. Standard mode: "
+        "KServe's spec.canary (the share sizes the canary's replicas, it is smoke-tested on its own Service, "
+        "then promoted); Knative mode: predictor.canaryTrafficPercent (the share of requests)",
     )
     deploy_timeout_seconds: float = Field(
         600.0, gt=0, description="how long to wait for the InferenceService"
