@@ -21,6 +21,8 @@ ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || (command -
 # The cluster path (kind): pinned upstream versions.
 include manifests/versions.env
 KIND_CLUSTER ?= kfp-tabular
+# Pipeline runs' service account (manifests/base/rbac.yaml), in KFP's namespace.
+RUN_SERVICE_ACCOUNT ?= kfp-tabular-runner
 KSERVE_RELEASE := https://github.com/kserve/kserve/releases/download/$(KSERVE_VERSION)
 KFP_MANIFESTS := github.com/kubeflow/pipelines/manifests/kustomize
 need = @command -v $(1) >/dev/null 2>&1 || { echo "error: $(1) not found on PATH: $(2)" >&2; exit 1; }
@@ -116,8 +118,8 @@ deploy:  ## install cert-manager, KServe (Standard mode), KFP standalone and our
 upload: check-compile  ## upload pipelines/tabular_pipeline.yaml to the KFP API as a new pipeline version
 	$(RUN) python -m pipelines.cluster upload
 
-run-cluster:  ## start a run of the newest pipeline version (deploy_target=kserve) and wait for it
-	$(RUN) python -m pipelines.cluster run --wait --model_name $(MODEL)
+run-cluster:  ## start a run of the newest pipeline version (deploy_target=kserve, service account kfp-tabular-runner) and wait for it
+	$(RUN) python -m pipelines.cluster run --wait --model_name $(MODEL) --service_account $(RUN_SERVICE_ACCOUNT)
 
 predict-cluster:  ## port-forward to the InferenceService and send an example V1 and V2 request
 	$(RUN) python -m pipelines.cluster predict --model_name $(MODEL)

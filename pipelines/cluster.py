@@ -5,7 +5,10 @@
     python -m pipelines.cluster predict                 # REST call to the InferenceService
 
 Without ``--host`` it reaches KFP's API through ``kubectl port-forward`` to ``svc/ml-pipeline`` in the
-``kubeflow`` namespace (KFP standalone), and the model through a port-forward to the predictor service.
+``kubeflow`` namespace (KFP standalone), and the model through a port-forward to the predictor Service
+the InferenceService's address names. Runs use the ``kfp-tabular-runner`` service account
+(``manifests/base/rbac.yaml``): KFP's own pipeline-runner rights in ``kubeflow``, plus the deploy step's
+rights on InferenceServices in ``kfp-tabular``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 from pipelines.compile import PIPELINE_YAML
 
 PIPELINE_NAME = "kfp-tabular"
+RUN_SERVICE_ACCOUNT = "kfp-tabular-runner"  # manifests/base/rbac.yaml
 
 
 def need(tool: str) -> str:
@@ -104,6 +108,24 @@ def latest_version(client, pipeline_id: str) -> str:
     return versions[0].pipeline_version_id
 
 
+def predictor_service(namespace: str, name: str) -> str:
+    """The Service behind the InferenceService's address (``<name>-predictor``, or after a Standard-mode
+    canary promotion ``<name>-<canary>-predictor``)."""
+    from components.deploy.kserve import address_service
+
+    proc = subprocess.run(
+        [need("kubectl"), "get", "inferenceservice", name, "-n", namespace, "-o", "json"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"error: InferenceService {namespace}/{name}: {proc.stderr.strip()}")
+    service = address_service(json.loads(proc.stdout))
+    if not service:
+        raise SystemExit(f"error: InferenceService {namespace}/{name} has no address yet (is it Ready?)")
+    return service
+
+
 def parse_sets(items: list[str]) -> dict:
     params = {}
     for item in items:
@@ -126,12 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600)
     parser.add_argument("--model_name", default="penguins")
     parser.add_argument("--namespace", default="kfp-tabular")
+    parser.add_argument(
+        "--service_account",
+        default=RUN_SERVICE_ACCOUNT,
+        help="the run's Kubernetes service account, in KFP's namespace (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "predict":
         from components.serving.example_request import main as example
 
-        with port_forward(args.namespace, f"svc/{args.model_name}-predictor", 80) as url:
+        service = predictor_service(args.namespace, args.model_name)
+        with port_forward(args.namespace, f"svc/{service}", 80) as url:
             return example(["--url", url, "--model_name", args.model_name])
 
     import kfp
@@ -152,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             pipeline_id=pipeline_id,
             version_id=latest_version(client, pipeline_id),
             params=params,
+            service_account=args.service_account,
         )
-        print(f"started run {run.run_id} with {params}")
+        print(f"started run {run.run_id} as {args.service_account} with {params}")
         if not args.wait:
             return 0
         finished = client.wait_for_run_completion(run.run_id, timeout=args.timeout)

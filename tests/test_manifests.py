@@ -5,6 +5,7 @@ policies hold (pinned images, requests and limits, non-root, namespaced RBAC wit
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ KUSTOMIZATIONS = ["manifests/base", "manifests/overlays/kind"]
 KUBERNETES_VERSION = "1.32.0"  # the kind node image's minor version (manifests/versions.env)
 CRDS = REPO.parent / "shared" / "crds" / "kserve-v0.20.0"
 KSERVE_GROUP = "serving.kserve.io"
+KFP_NAMESPACE, RUNNER_SA = "kubeflow", "kfp-tabular-runner"
 # what components/deploy/kserve.py calls on inferenceservices (tests/test_deploy_kserve.py observes it)
 DEPLOY_STEP_VERBS = {"get", "create", "patch", "delete"}
 
@@ -73,8 +75,10 @@ def test_renders_expected_objects(objects):
         ("Namespace", "kfp-tabular"),
         ("Role", "kfp-tabular-deployer"),
         ("RoleBinding", "kfp-tabular-deployer"),
+        ("RoleBinding", "kfp-tabular-runner"),
         ("Secret", "kfp-tabular-artifact-store"),
         ("ServiceAccount", "kfp-tabular-predictor"),
+        ("ServiceAccount", "kfp-tabular-runner"),
     ]
 
 
@@ -142,7 +146,9 @@ def test_policy_resources_and_non_root(objects):
 def test_policy_rbac_is_namespaced_and_has_no_wildcards(objects):
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
-    for role in (o for o in objects if o["kind"] == "Role"):
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert [r["metadata"]["name"] for r in roles] == ["kfp-tabular-deployer"]
+    for role in roles:
         assert role["metadata"]["namespace"] == "kfp-tabular"
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
@@ -150,12 +156,44 @@ def test_policy_rbac_is_namespaced_and_has_no_wildcards(objects):
             assert rule["apiGroups"] == [KSERVE_GROUP]
             assert rule["resources"] == ["inferenceservices"]
             assert set(rule["verbs"]) == DEPLOY_STEP_VERBS
-    binding = next(o for o in objects if o["kind"] == "RoleBinding")
-    assert binding["roleRef"] == {
+
+
+def test_policy_pipeline_runs_have_their_own_service_account(objects):
+    """Runs use kfp-tabular-runner (in kubeflow, where KFP standalone runs pipeline pods); it alone gets the
+    InferenceService rights, only in kfp-tabular, and otherwise only KFP's own namespaced pipeline-runner Role."""
+    runner = {"kind": "ServiceAccount", "name": RUNNER_SA, "namespace": KFP_NAMESPACE}
+    accounts = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "ServiceAccount"
+    }
+    assert (KFP_NAMESPACE, RUNNER_SA) in accounts
+    bindings = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects if o["kind"] == "RoleBinding"
+    }
+    assert set(bindings) == {("kfp-tabular", "kfp-tabular-deployer"), (KFP_NAMESPACE, "kfp-tabular-runner")}
+    for binding in bindings.values():
+        assert binding["subjects"] == [runner], "only our runner account is bound (not KFP's pipeline-runner)"
+        assert binding["roleRef"]["kind"] == "Role"  # namespaced rights only, no ClusterRole anywhere
+    assert bindings[("kfp-tabular", "kfp-tabular-deployer")]["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
         "name": "kfp-tabular-deployer",
     }
+    # KFP 2.14.3 installs pipeline-runner as a Role in kubeflow (manifests/kustomize/base/pipeline)
+    assert bindings[(KFP_NAMESPACE, "kfp-tabular-runner")]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "pipeline-runner",
+    }
+
+
+def test_runs_use_the_runner_service_account():
+    from pipelines import cluster
+
+    assert cluster.RUN_SERVICE_ACCOUNT == RUNNER_SA
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(rf"^RUN_SERVICE_ACCOUNT \?= {RUNNER_SA}$", makefile, re.M)
+    recipe = re.search(r"^run-cluster:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "--service_account $(RUN_SERVICE_ACCOUNT)" in recipe
 
 
 def test_kind_cluster_config_and_pinned_versions():
