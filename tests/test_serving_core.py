@@ -8,12 +8,16 @@ import pytest
 
 from components.common.servable import ServableModel
 from components.serving.fast import FastPredictor
+from components.serving.kernels import SMALL_BATCH
 from components.serving.requests import RequestError, Schema
 from tests.conftest import build_model, make_table
 
 CASES = [
     ("classification", 2, "logistic_regression"),
+    ("classification", 3, "logistic_regression"),
+    ("classification", 2, "hist_gradient_boosting"),
     ("classification", 3, "hist_gradient_boosting"),
+    ("classification", 2, "xgboost"),
     ("classification", 3, "xgboost"),
     ("regression", 0, "ridge"),
     ("regression", 0, "hist_gradient_boosting"),
@@ -46,8 +50,14 @@ def test_fast_path_equals_the_pipeline_bit_for_bit(tmp_path, task, classes, cand
     model = ServableModel.load(model_dir)
     rows = edge_rows(pd.read_parquet(tmp_path / "test.parquet"))
     fast = FastPredictor(model)
+    # the estimator's arithmetic runs in a kernel of ours, not through its own (slow) method
+    assert not fast.kernel_name.startswith(type(fast.estimator).__name__), fast.kernel_name
     expected = reference(model, rows)
     assert np.array_equal(fast.predict(*fast.split_frame(rows)), expected)
+    # a batch above SMALL_BATCH rows: tree ensembles predict it on several threads
+    big = pd.concat([rows] * (SMALL_BATCH // len(rows) + 2), ignore_index=True)
+    assert len(big) > SMALL_BATCH
+    assert np.array_equal(fast.predict(*fast.split_frame(big)), reference(model, big))
     # One row at a time, as single-row requests arrive. Compared with the pipeline on the same one row:
     # linear models' float32 answers can differ in the last bit between a row alone and the same row
     # in a batch (BLAS matrix-vector vs matrix-matrix summation order), in scikit-learn itself.
@@ -184,3 +194,23 @@ def test_v2_bad_requests_are_named(schema, inputs, message):
     with pytest.raises(RequestError) as info:
         schema.from_v2(inputs)
     assert message in str(info.value)
+
+
+def test_remembered_layouts_still_check_every_request(schema):
+    """Key layouts are sanitized and checked once, then remembered: values are still checked every time,
+    a refused layout is refused again, and the memory stays bounded."""
+    from components.serving.requests import _MEMO_SIZE
+
+    good = schema.from_v1({"instances": [GOOD]})
+    for _ in range(2):  # the second time from the remembered layout
+        assert np.array_equal(schema.from_v1({"instances": [GOOD]}).numeric, good.numeric)
+        with pytest.raises(RequestError, match="'year' takes a number"):
+            schema.from_v1({"instances": [{**GOOD, "year": "x"}]})
+        with pytest.raises(RequestError, match="unknown features"):
+            schema.from_v1({"instances": [{**GOOD, "extra": 1}]})
+    for i in range(_MEMO_SIZE + 10):  # ever-new layouts (an unknown key each) do not grow it unbounded
+        with pytest.raises(RequestError):
+            schema.from_v1({"instances": [{**GOOD, f"k{i}": 1}]})
+        with pytest.raises(RequestError, match="missing features"):  # ever-new input names too
+            schema.from_v2([(f"island_{i}", "BYTES", [1], ["Dream"])])
+    assert len(schema._record_layouts) <= _MEMO_SIZE and len(schema._clean_names) <= _MEMO_SIZE

@@ -4,8 +4,9 @@ Running the fitted ``ColumnTransformer`` on a one-row DataFrame costs millisecon
 pandas and scikit-learn bookkeeping. ``FastPredictor`` reads the fitted parameters once (imputation
 statistics, scaler mean and scale, and each one-hot encoder's mapping, taken by probing the fitted
 encoder itself, so unknown and infrequent categories go where scikit-learn sends them) and applies
-them with plain numpy in the same float64 operations and order, then hands the same float32 matrix to
-the same fitted estimator. Tests check that the outputs are equal, bit for bit, to the pipeline's.
+them with plain numpy in the same float64 operations and order, then applies the fitted estimator to
+the same float32 matrix through its kernel (``kernels.py``: its arithmetic without per-call checks). Tests
+check that the outputs are equal, bit for bit, to the pipeline's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from components.common.servable import ServableModel
+from components.serving.kernels import estimator_kernel
 from components.transform.core import MISSING_CATEGORY
 
 _UNKNOWN_PROBE = "\x00kfp-tabular-unknown-category\x00"
@@ -61,6 +63,7 @@ class FastPredictor:
             self.categorical_names = list(cols)
             self._categorical_slice = columns.output_indices_["categorical"]
             self._encoders = self._probe_encoder(step, len(cols))
+        self._kernel, self.kernel_name = estimator_kernel(self.estimator, model.task)
         unknown = set(model.feature_names) - set(self.numeric_names) - set(self.categorical_names)
         if unknown:
             raise UnsupportedPipeline(f"features {sorted(unknown)} are not in the fitted preprocessing")
@@ -109,10 +112,7 @@ class FastPredictor:
 
     def predict(self, numeric: np.ndarray, categorical: list[list[str | None]]) -> np.ndarray:
         """Class probabilities (classification) or values (regression), as the pipeline gives them."""
-        x = self.matrix(numeric, categorical)
-        if self.model.task == "classification":
-            return self.estimator.predict_proba(x)
-        return self.estimator.predict(x)
+        return self._kernel(self.matrix(numeric, categorical))
 
     def split_frame(self, df) -> tuple[np.ndarray, list[list[str | None]]]:
         """A DataFrame of features (training column names) as ``predict``'s arguments."""
