@@ -8,7 +8,8 @@ server's (a label and the class probabilities per row, the classes read from the
 ``metadata.json``) without computing anything: only the row count is read from the request. Its
 ``predict`` is a plain function, so KServe runs it on the event loop (no thread-pool hop). Everything
 else - routing, body reading and JSON decoding, V2 request validation (pydantic), response encoding,
-KServe's per-request logging - is KServe's own, with its defaults, exactly as for the real server.
+KServe's per-request logging - is KServe's own, with its defaults, exactly as for the real server, and it
+runs on the same server set-up (``components.serving.server.make_server``, ``--event_loop`` as there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from kserve import InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import InferOutput
+
+from components.serving.server import make_server, use_event_loop
 
 
 class NoopModel(Model):
@@ -73,18 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http_port", type=int, default=8080)
+    parser.add_argument("--event_loop", "--event-loop", dest="event_loop", default="auto")
     args, _ = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_latency_logging) pass through
     classes = json.loads((Path(args.model_dir) / "metadata.json").read_text())["classes"]
 
-    from kserve import ModelServer
-
-    class Server(ModelServer):
-        def setup_event_loop(self):  # called after the REST server is built, before it binds
-            if self._rest_server is not None:
-                self._rest_server.config.host = args.host
-            super().setup_event_loop()
-
-    Server(http_port=args.http_port, enable_grpc=False).start([NoopModel(args.model_name, classes)])
+    use_event_loop(args.event_loop)
+    make_server(args.host, args.http_port).start([NoopModel(args.model_name, classes)])
     return 0
 
 

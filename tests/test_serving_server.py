@@ -403,3 +403,17 @@ def test_example_request_client(server, capsys):
     assert main(["--url", server, "--model_name", NAME, "--rows", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("-> HTTP 200") == 2 and '"label"' in out and '"probabilities"' in out
+
+
+@pytest.mark.parametrize(("flag", "loop"), [((), "uvloop"), (("--event_loop", "asyncio"), "asyncio")])
+def test_event_loop_flag_is_applied(deployed, flag, loop):
+    """KServe's --event_loop (auto = uvloop when installed) decides the loop the server really runs on,
+    and the answers do not depend on it."""
+    repo, test, model = deployed
+    with serve("--model_repository", str(repo), *flag) as (url, _, log_path):
+        rows = features(model, test.head(3))
+        response = v1(url, {"instances": rows.to_dict(orient="records")})
+        assert response.status_code == 200, response.text
+        labels = [p["label"] for p in response.json()["predictions"]]
+        assert labels == [str(c) for c in model.predict(test.head(3))]
+        assert f"on {url} ({loop})" in log_path.read_text()

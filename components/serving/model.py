@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,18 @@ class TabularModel(Model):
         self.servable, self.predictor = servable, predictor
         meta = servable.metadata
         log.info(
-            "loaded %s: %s %s (%s), %d features, sha256 %s",
+            "loaded %s: %s %s (%s), %d features, sha256 %s; predicting with %s",
             self.model_dir,
             meta["task"],
             meta.get("estimator"),
             meta.get("framework"),
             len(self.schema.names),
             servable.sha256[:12],
+            predictor.kernel_name,
         )
+        # Everything loaded so far (libraries, the model) lives as long as the server: keep it out of
+        # the cyclic garbage collector's passes, which otherwise rescan it while requests are answered.
+        gc.freeze()
         self.ready = True
         return self.ready
 

@@ -20,6 +20,7 @@ from components.common.errors import InputDataError
 from components.serving.fast import category_text
 
 MAX_ROWS = 100_000
+_MEMO_SIZE = 256  # distinct request key layouts remembered (clients send the same few, again and again)
 
 
 class RequestError(ValueError):
@@ -51,6 +52,9 @@ class Schema:
         self.names = [f.name for f in self.features]
         self.numeric_names = list(numeric_names)
         self.categorical_names = list(categorical_names)
+        # request names -> training names, checked once per layout (sanitizing costs more than the model)
+        self._clean_names: dict[Any, str] = {}
+        self._record_layouts: dict[tuple, dict[str, str]] = {}
 
     # --- V1: {"instances": [...]} -------------------------------------------------------------------------
     def from_v1(self, payload: Any) -> Batch:
@@ -109,10 +113,15 @@ class Schema:
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _clean(self, name: Any) -> str:
-        try:
-            return sanitize_column_name(name)
-        except InputDataError as exc:
-            raise RequestError(str(exc)) from exc
+        clean = self._clean_names.get(name) if isinstance(name, str) else None
+        if clean is None:
+            try:
+                clean = sanitize_column_name(name)
+            except InputDataError as exc:
+                raise RequestError(str(exc)) from exc
+            if isinstance(name, str):
+                _remember(self._clean_names, name, clean)
+        return clean
 
     def _check_rows(self, rows: int) -> None:
         if rows == 0:
@@ -133,25 +142,26 @@ class Schema:
 
     def _columns_from_records(self, records: list[dict]) -> dict[str, list]:
         columns: dict[str, list] = {name: [] for name in self.names}
-        cleaned_keys: dict[tuple, dict[str, str]] = {}
         for index, record in enumerate(records):
             keys = tuple(record)
-            mapping = cleaned_keys.get(keys)
+            mapping = self._record_layouts.get(keys)
             if mapping is None:
-                mapping = {}
-                for key in keys:
-                    clean = self._clean(key)
-                    if clean in mapping.values():
-                        raise RequestError(f"instance {index}: two keys name feature {clean!r}")
-                    mapping[key] = clean
-                try:
-                    self._check_names(set(mapping.values()), f"instance {index}")
-                except RequestError:
-                    raise
-                cleaned_keys[keys] = mapping
+                mapping = self._record_layout(keys, index)
             for key, value in record.items():
                 columns[mapping[key]].append(value)
         return columns
+
+    def _record_layout(self, keys: tuple, index: int) -> dict[str, str]:
+        """Record keys -> training names, for one order of keys; checked once, then remembered."""
+        mapping: dict[str, str] = {}
+        for key in keys:
+            clean = self._clean(key)
+            if clean in mapping.values():
+                raise RequestError(f"instance {index}: two keys name feature {clean!r}")
+            mapping[key] = clean
+        self._check_names(set(mapping.values()), f"instance {index}")
+        _remember(self._record_layouts, keys, mapping)
+        return mapping
 
     def _columns_from_rows(self, rows: list, where: str) -> dict[str, list]:
         width = len(self.names)
@@ -194,6 +204,12 @@ class Schema:
             numeric[:, j] = _numbers(name, columns[name])
         categorical = [_texts(name, columns[name]) for name in self.categorical_names]
         return Batch(numeric=numeric, categorical=categorical, rows=rows)
+
+
+def _remember(memo: dict, key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()  # a client sending ever-new layouts gets the uncached speed, not unbounded memory
+    memo[key] = value
 
 
 def _numbers(name: str, values: list) -> list[float]:

@@ -105,6 +105,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--wait_for_model", type=float, default=0.0, help="seconds to wait for the model to appear"
     )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--event_loop",
+        "--event-loop",
+        dest="event_loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="KServe's flag; auto (default) uses uvloop when it is installed",
+    )
     args, _ = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_grpc) pass through
     return args
 
@@ -121,25 +129,59 @@ def _model_present(args: argparse.Namespace) -> bool:
     return (Path(args.model_dir) / METADATA_FILE).is_file()
 
 
+def use_event_loop(choice: str) -> str:
+    """Apply KServe's ``--event_loop`` choice to the loop the server really runs on; returns its name.
+
+    KServe 0.21 documents ``auto`` as "uvloop if available", but with one worker ``ModelServer.start``
+    runs its servers with ``asyncio.run``, which ignores the choice (only uvicorn's multi-worker runner
+    reads it). Setting the event loop policy makes the choice hold (the serving benchmark in
+    docs/benchmarks.md compares both loops).
+    """
+    import asyncio
+
+    if choice == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def make_server(host: str, http_port: int, workers: int = 1):
+    """KServe's ``ModelServer`` (REST only) bound to ``host``, its loop set-up done on the loop that runs."""
+    from kserve import ModelServer
+
+    class Server(ModelServer):
+        def setup_event_loop(self):  # called after the REST server is built, before asyncio.run
+            if self._rest_server is not None:
+                self._rest_server.config.host = host
+
+        async def _serve(self):
+            # KServe sets the exception handler and the thread pool on asyncio.get_event_loop() before
+            # asyncio.run creates the loop that really runs: set them on the running loop instead.
+            super().setup_event_loop()
+            await super()._serve()
+
+    return Server(http_port=http_port, workers=workers, enable_grpc=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from kserve import ModelServer
+    loop_name = use_event_loop(args.event_loop)
     from kserve.model_server import app
 
     from components.serving.model import TabularModel
-
-    class Server(ModelServer):
-        def setup_event_loop(self):  # called after the REST server is built, before it binds
-            if self._rest_server is not None:
-                self._rest_server.config.host = args.host
-            super().setup_event_loop()
 
     def load(model_dir: Path) -> TabularModel:
         model = TabularModel(args.model_name, model_dir)
         model.load()
         return model
 
-    server = Server(http_port=args.http_port, workers=args.workers, enable_grpc=False)
+    server = make_server(args.host, args.http_port, args.workers)
     app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
     if args.wait_for_model <= 0 or _model_present(args):
         try:
@@ -147,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         except (KfpTabularError, OSError) as exc:
             print(f"kfp-tabular serving: cannot serve model {args.model_name!r}: {exc}", file=sys.stderr)
             return EXIT_CANNOT_SERVE
-        log.info("serving %r on http://%s:%d", args.model_name, args.host, args.http_port)
+        log.info("serving %r on http://%s:%d (%s)", args.model_name, args.host, args.http_port, loop_name)
         server.start([model])
         return 0
 
