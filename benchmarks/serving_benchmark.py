@@ -114,41 +114,6 @@ sys.argv[0] = "sklearnserver"
 runpy.run_module("sklearnserver", run_name="__main__", alter_sys=True)
 """
 
-# Experiments only (no file is changed): our server with some of these patches applied at start-up.
-#   inline   - TabularModel.predict calls self.answer on the event loop (no thread-pool hop);
-#   lrnumpy  - FastPredictor.predict computes a multinomial LogisticRegression's predict_proba as
-#              softmax(X @ coef_.T + intercept_) in numpy (the same arithmetic without sklearn's per-call checks);
-#   gcfreeze - gc.freeze() after the model is loaded (the cyclic GC stops rescanning the ~200k objects of
-#              the imported libraries and the model).
-EXPERIMENT_LAUNCHER = """
-import gc, sys
-patches = sys.argv.pop(1).split("+")
-from components.serving import fast, model, server
-if "inline" in patches:
-    def predict(self, payload, headers=None, *_):
-        return self.answer(payload)
-    model.TabularModel.predict = predict
-if "lrnumpy" in patches:
-    from sklearn.utils.extmath import softmax
-    def fast_predict(self, numeric, categorical):
-        x, est = self.matrix(numeric, categorical), self.estimator
-        if self.model.task != "classification":
-            return est.predict(x)
-        if type(est).__name__ == "LogisticRegression" and len(est.classes_) > 2:
-            return softmax(x @ est.coef_.T + est.intercept_, copy=False)
-        return est.predict_proba(x)
-    fast.FastPredictor.predict = fast_predict
-if "gcfreeze" in patches:
-    _load = model.TabularModel.load
-    def load(self):
-        ready = _load(self)
-        gc.collect()
-        gc.freeze()
-        return ready
-    model.TabularModel.load = load
-sys.exit(server.main(sys.argv[1:]))
-"""
-
 # KServe's log configuration with the per-request lines (uvicorn access log, kserve.trace) turned off.
 QUIET_LOG_CONFIG = {
     "version": 1,
@@ -559,7 +524,6 @@ def breakdown(
     import concurrent.futures
     import logging
 
-    import numpy as np
     import orjson
     from kserve.protocol.rest.v2_datamodels import InferenceResponse
 
@@ -592,20 +556,17 @@ def breakdown(
             rows,
             lambda b=batch: model.predictor.matrix(b.numeric, b.categorical),
         )
-        add(
-            "estimator.predict_proba (float32 matrix)",
-            rows,
-            lambda x=x: model.predictor.estimator.predict_proba(x),
-        )
         estimator = model.predictor.estimator
-        if type(estimator).__name__ == "LogisticRegression" and len(estimator.classes_) > 2:
-            from sklearn.utils.extmath import softmax
-
-            def lr_numpy(x=x, est=estimator):
-                return softmax(x @ est.coef_.T + est.intercept_, copy=False)
-
-            if np.array_equal(lr_numpy(), estimator.predict_proba(x)):  # only shown when bit-equal
-                add("  the same LogisticRegression arithmetic in numpy (bit-equal)", rows, lr_numpy)
+        add(
+            f"{type(estimator).__name__}.predict_proba (scikit-learn, float32 matrix)",
+            rows,
+            lambda x=x, est=estimator: est.predict_proba(x),
+        )
+        add(
+            f"  the same through the kernel: {model.predictor.kernel_name}",
+            rows,
+            lambda x=x: model.predictor._kernel(x),
+        )
         add("V1: format the answer (label + probabilities dicts)", rows, lambda o=output: v1_format(model, o))
         add("V1: orjson.dumps(answer) (ORJSONResponse)", rows, lambda a=v1_answer: orjson.dumps(a))
         add("V1: TabularModel.answer, total", rows, lambda v1=v1: model.answer(v1))
@@ -875,13 +836,9 @@ SYSTEM_LABELS = {
     "inproc-predictor": "(c) in-process `FastPredictor.predict` only",
     "inproc-sklearn": "(c) in-process sklearn `ServableModel.predict_proba(DataFrame)`",
     "sklearnserver": "(d) stock KServe sklearnserver (numeric-only model)",
-    "ours-nolatencylog": "ours, `--enable_latency_logging false`",
+    "ours-asyncio": "ours, `--event_loop asyncio`",
+    "noop-asyncio": "(b) no-op, `--event_loop asyncio` (= KServe 0.21 as shipped)",
     "ours-quiet": "ours, no per-request log lines (`quiet`)",
-    "ours-inline": "ours + `inline`",
-    "ours-gcfreeze": "ours + `gcfreeze`",
-    "ours-inline+lrnumpy": "ours + `inline` + `lrnumpy`",
-    "ours-inline+lrnumpy+gcfreeze": "ours + `inline` + `lrnumpy` + `gcfreeze`",
-    "ours-inline+lrnumpy+gcfreeze-quiet": "ours + `inline` + `lrnumpy` + `gcfreeze`, `quiet`",
     "noop-quiet": "(b) no-op, `quiet`",
 }
 SYSTEM_ORDER = list(SYSTEM_LABELS)
@@ -929,7 +886,8 @@ def experiment_table(exp: dict[tuple, dict], cells: list[tuple[str, int, int]]) 
             shipped = exp.get(("ours", protocol, rows, c))
             if system.startswith("ours") and system != "ours" and shipped:
                 text += f" ({cell['rps'] / shipped['rps'] - 1:+.0%})"
-            noop = exp.get(("noop-quiet" if system.endswith("quiet") else "noop", protocol, rows, c))
+            variant = system.partition("-")[2]
+            noop = exp.get((f"noop-{variant}" if variant else "noop", protocol, rows, c))
             if system.startswith("ours") and noop:
                 text += f" [{cell['rps'] / noop['rps']:.2f}]"
             row.append(text)
@@ -983,14 +941,17 @@ def render_section(result: dict[str, Any]) -> str:
         f"{meta['body_sizes']}.",
         "- (a) `python -m components.serving --model_name penguins --model_dir model_repository/penguins/1 "
         "--host 127.0.0.1 --http_port P` (KServe defaults otherwise: 1 worker, per-request latency logging, "
-        "uvicorn access log; gRPC off). Prediction runs in the event loop's thread pool.",
+        "uvicorn access log; gRPC off; `--event_loop auto`, which our server makes effective: uvloop). "
+        "Requests of up to 16 rows are answered on the event loop, larger ones in its thread pool; the "
+        "estimator runs through its kernel (`components/serving/kernels.py`).",
         "- (b) `python -m benchmarks.noop_model` (`benchmarks/noop_model.py`): a `kserve.Model` whose sync "
         "`predict` returns a precomputed answer of the same shape as (a)'s (label + class probabilities per "
-        "row) after reading only the row count; same KServe defaults and server set-up as (a).",
+        "row) after reading only the row count; same KServe defaults and server set-up as (a) "
+        "(`components.serving.server.make_server`, uvloop).",
         "- (c) the same artifact loaded in this process, one thread, no HTTP and no JSON: "
         "`TabularModel.answer(payload)` (V1: `Schema.from_v1` on the decoded JSON dict; V2: `Schema.from_v2` "
         "on the `InferRequest` KServe would build; then `FastPredictor` and the response objects) - exactly "
-        "what (a) runs in its thread pool; `FastPredictor.predict` alone on an already parsed batch; and the "
+        "what (a) runs per request; `FastPredictor.predict` alone on an already parsed batch; and the "
         "plain scikit-learn pipeline `ServableModel.predict_proba` on a pandas DataFrame of the rows.",
         f"- (d) KServe's stock `python/sklearnserver` (kserve commit `{meta['kserve_commit'][:12]}`), exported "
         f"with `git archive` to `{meta['kserve_src']}` (outside this repository, with `python/storage` for "
@@ -1055,14 +1016,12 @@ def render_section(result: dict[str, Any]) -> str:
             "",
             "Variants of (a) and (b) measured in a separate interleaved block, concurrency 8, with (a) and (b) "
             "as shipped re-measured in the same block as the reference; best repeat of each cell. No file was "
-            "changed: `quiet` = `--enable_latency_logging false` plus a `--log_config_file` that sets "
-            "`uvicorn.access` and `kserve.trace` to WARNING (no per-request log lines; KServe's own flags); "
-            "the others are patches a launcher applies at start-up: `inline` = `TabularModel.predict` calls "
-            "`self.answer` on the event loop instead of `run_in_executor`; `lrnumpy` = `FastPredictor.predict` "
-            "computes the multinomial LogisticRegression's probabilities as `softmax(X @ coef_.T + intercept_)` "
-            "(what `predict_proba` computes, bit-equal here, without sklearn's per-call input validation); "
-            "`gcfreeze` = `gc.collect(); gc.freeze()` after the model is loaded. Cells: req/s (change vs "
-            "shipped (a)) [ratio to the no-op with the same logging].",
+            "changed, only KServe's own flags: `--event_loop asyncio` = the standard asyncio loop, which is "
+            "what KServe 0.21 runs with one worker whatever the flag says (its `asyncio.run` ignores it; our "
+            "server and the no-op apply the flag, so `auto` gives uvloop as KServe documents); `quiet` = "
+            "`--enable_latency_logging false` plus a `--log_config_file` that sets `uvicorn.access` and "
+            "`kserve.trace` to WARNING (no per-request log lines). Cells: req/s (change vs shipped (a)) "
+            "[ratio to the no-op with the same flags].",
             "",
         ]
         out += experiment_table(result["experiments"], result["experiment_cells"])
@@ -1099,19 +1058,12 @@ def build_systems(ours_bodies, stock_bodies, kserve_src: Path | None, numeric_mo
     quiet_cfg.write_text(json.dumps(QUIET_LOG_CONFIG))
     quiet = ["--enable_latency_logging", "false", "--log_config_file", str(quiet_cfg)]
 
-    def patched(patches: str) -> list[str]:
-        return [py, "-c", EXPERIMENT_LAUNCHER, patches, *common]
-
     variants = {
         "ours": ours,
         "noop": noop,
-        "ours-nolatencylog": [*ours, "--enable_latency_logging", "false"],
+        "ours-asyncio": [*ours, "--event_loop", "asyncio"],
+        "noop-asyncio": [*noop, "--event_loop", "asyncio"],
         "ours-quiet": [*ours, *quiet],
-        "ours-inline": patched("inline"),
-        "ours-gcfreeze": patched("gcfreeze"),
-        "ours-inline+lrnumpy": patched("inline+lrnumpy"),
-        "ours-inline+lrnumpy+gcfreeze": patched("inline+lrnumpy+gcfreeze"),
-        "ours-inline+lrnumpy+gcfreeze-quiet": [*patched("inline+lrnumpy+gcfreeze"), *quiet],
         "noop-quiet": [*noop, *quiet],
     }
     systems = {key: System(key, MODEL_NAME, argv, ours_bodies) for key, argv in variants.items()}
@@ -1138,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 1000])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument(
-        "--experiments", action="store_true", help="also measure logging-off / inline variants"
+        "--experiments", action="store_true", help="also measure event-loop and logging-off variants"
     )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process per-piece timings")
     parser.add_argument("--skip-sklearnserver", action="store_true")
@@ -1216,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in rotated:
                 try:
                     res = bench_server(systems[key], exp_cells, args, f"exp-r{rep + 1}")
-                except RuntimeError as exc:  # an experiment's patch no longer fits the server code
+                except RuntimeError as exc:  # a variant that does not start is reported, not fatal
                     print(f"  {key} failed, skipped: {exc}", flush=True)
                     continue
                 exp_runs += res["cells"]
@@ -1297,7 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  errors: {sum(c['errors'] for c in runs + exp_runs)} (wrk), non-200 access-log lines: {meta['non_200_total']}"
     )
     if experiments:
-        print("\nexperiments (req/s, change vs shipped ours, ratio to the no-op with the same logging):")
+        print("\nexperiments (req/s, change vs shipped ours, ratio to the no-op with the same flags):")
         for line in experiment_table(experiments, exp_cells):
             print("  " + line)
     if args.out:
