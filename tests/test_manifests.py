@@ -143,6 +143,17 @@ def test_policy_resources_and_non_root(objects):
     assert checked
 
 
+def test_policy_serving_runtime_probes_our_health_endpoints(objects):
+    """Ready means the model is loaded: the probe asks the served model's own endpoint (503 until it is
+    loaded, see tests/test_serving_server.py), on the port and under the name the server is given."""
+    (container,) = next(o for o in objects if o["kind"] == "ClusterServingRuntime")["spec"]["containers"]
+    args = dict(a.split("=", 1) for a in container["args"])
+    port, name = int(args["--http_port"]), args["--model_name"]
+    assert container["readinessProbe"]["httpGet"] == {"path": f"/v2/models/{name}/ready", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
+    assert container["ports"][0]["containerPort"] == port
+
+
 def test_policy_rbac_is_namespaced_and_has_no_wildcards(objects):
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}

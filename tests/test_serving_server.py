@@ -360,7 +360,10 @@ def test_not_ready_until_the_model_is_published(deployed, penguins_model, tmp_pa
     repo = tmp_path / "empty-repo"
     with serve("--model_repository", str(repo), "--wait_for_model", "120") as (url, _, _):
         assert httpx.get(f"{url}/v2/health/live").status_code == 200
+        # the serving runtime's readinessProbe (manifests/base/serving-runtime.yaml) asks the model's
+        # endpoint: KServe's server-level /v2/health/ready answers 200 even with no model loaded
         assert httpx.get(f"{url}/v2/models/{NAME}/ready").status_code == 503
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
         assert httpx.get(f"{url}/v1/models/{NAME}").status_code == 503
         assert v1(url, {"instances": [{"island": "Dream"}]}).status_code == 503
         publish_local(model_dir=str(penguins_model[0]), repository=str(repo), model_name=NAME)
