@@ -27,7 +27,7 @@ KSERVE_RELEASE := https://github.com/kserve/kserve/releases/download/$(KSERVE_VE
 KFP_MANIFESTS := github.com/kubeflow/pipelines/manifests/kustomize
 need = @command -v $(1) >/dev/null 2>&1 || { echo "error: $(1) not found on PATH: $(2)" >&2; exit 1; }
 
-.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving serve predict images \
+.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving wrk serve predict images \
 	clean cluster images-kind deploy upload run-cluster predict-cluster undeploy test-cluster
 
 help:  ## list the targets
@@ -76,8 +76,17 @@ check-compile: sync  ## fail if the committed pipeline YAML is stale
 bench: sync  ## pipeline benchmark (10k, 100k, 1M rows); writes docs/benchmarks.md
 	$(RUN) python -m benchmarks.pipeline_benchmark --rows 10000 100000 1000000 --out docs/benchmarks.md
 
-bench-serving: sync  ## serving benchmark (ours vs KServe no-op vs in-process vs stock sklearnserver)
-	$(RUN) python -m benchmarks.serving_benchmark --out docs/benchmarks.md
+bench-serving: sync wrk  ## serving benchmark (ours vs KServe no-op vs in-process vs stock sklearnserver)
+	$(RUN) python -m benchmarks.serving_benchmark --experiments --out docs/benchmarks.md
+
+wrk:  # the serving benchmark's load generator (a system package)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk (the serving benchmark's HTTP load generator)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if command -v apt-get >/dev/null 2>&1; then $$SUDO apt-get install -y -q wrk || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }; \
+	  elif command -v dnf >/dev/null 2>&1; then $$SUDO dnf install -y wrk; \
+	  elif command -v brew >/dev/null 2>&1; then brew install wrk; \
+	  else echo "error: install wrk (https://github.com/wg/wrk) and run again" >&2; exit 1; fi; }
 
 images:  ## build the pipeline and serving images ($(REGISTRY)/{pipeline,serving}:$(TAG)) with $(ENGINE)
 	@test -n "$(ENGINE)" || { echo "error: no container engine: install Docker (or podman), or set ENGINE=" >&2; exit 1; }

@@ -66,7 +66,17 @@ OUT = REPO / "benchmarks" / "out" / "serving"
 SCRATCH = Path(tempfile.gettempdir()) / "kfp-tabular-serving-bench"
 MODEL_DIR = REPO / "model_repository" / "penguins" / "1"
 DEMO_CSV = REPO / "components" / "ingest" / "demo" / "penguins.csv"
-KSERVE_GIT = Path("/work/.mirror/kserve+kserve/repo")
+# KServe's stock sklearnserver, for (d): a commit of github.com/kserve/kserve (what the figures in
+# docs/benchmarks.md used), exported from a local git copy: $KSERVE_GIT, else one cloned on first use.
+KSERVE_URL = "https://github.com/kserve/kserve.git"
+KSERVE_COMMIT = "aaac4e294dae2c7b1aa1886447793f3aa1c30912"
+KSERVE_GIT = Path(
+    os.environ.get("KSERVE_GIT")
+    or next(
+        (p for p in [Path("/work/.mirror/kserve+kserve/repo")] if p.exists()),
+        Path(tempfile.gettempdir()) / "kfp-tabular-kserve.git",
+    )
+)
 KSERVE_SRC = Path(tempfile.gettempdir()) / "kserve-sklearnserver"
 MODEL_NAME = "penguins"
 SEED = 7
@@ -143,6 +153,16 @@ def demo_frame(features: list[str], rows: int):
     return df[features].sample(n=rows, replace=True, random_state=SEED)
 
 
+# Request forms: V1 records; V2 one named input per feature (what example_request.py sends); V2 one
+# [N, F] tensor ("v2t": the form the stock sklearnserver gets, so (a) and (d) parse alike).
+PROTOCOLS = ("v1", "v2", "v2t")
+PROTOCOL_LABELS = {"v1": "V1", "v2": "V2", "v2t": "V2 tensor", "-": "-"}
+
+
+def label(protocol: str) -> str:
+    return PROTOCOL_LABELS.get(protocol, protocol.upper())
+
+
 def records(df) -> list[dict]:
     return json.loads(df.to_json(orient="records"))  # plain Python values, None for missing
 
@@ -151,6 +171,11 @@ def body_ours(protocol: str, df, features: list[dict]) -> dict:
     recs = records(df)
     if protocol == "v1":
         return {"instances": recs}
+    if protocol == "v2t":
+        names = [f["name"] for f in features]
+        flat = [r[name] for r in recs for name in names]
+        shape = [len(recs), len(names)]
+        return {"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": shape, "data": flat}]}
     return {
         "inputs": [
             {
@@ -656,19 +681,34 @@ def export_sklearnserver(dest: Path, git_dir: Path) -> str:
     """Export python/sklearnserver and python/storage (its kserve_storage import) from the kserve mirror."""
     if not (dest / "COMMIT").exists():
         if not git_dir.exists():
-            raise SystemExit(
-                f"no kserve copy at {dest} and no git mirror at {git_dir}; fetch github:kserve/kserve "
-                "or pass --kserve-src/--kserve-git, or --skip-sklearnserver"
+            print(f"cloning {KSERVE_URL} (no blobs until needed) into {git_dir}", flush=True)
+            clone = subprocess.run(
+                ["git", "clone", "--bare", "--filter=blob:none", KSERVE_URL, str(git_dir)],
+                capture_output=True,
+                text=True,
             )
-        commit = subprocess.run(
-            ["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+            if clone.returncode != 0:
+                raise SystemExit(
+                    f"cannot get KServe's source for the stock sklearnserver (d): git clone {KSERVE_URL} "
+                    f"failed: {clone.stderr.strip()[-300:]}; set KSERVE_GIT to a kserve git directory, "
+                    "pass --kserve-src/--kserve-git, or --skip-sklearnserver"
+                )
+        commit = (
+            subprocess.run(
+                ["git", "--git-dir", str(git_dir), "rev-parse", f"{KSERVE_COMMIT}^{{commit}}"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or subprocess.run(
+                ["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
         dest.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
-            ["git", "--git-dir", str(git_dir), "archive", "HEAD", "python/sklearnserver", "python/storage"],
+            ["git", "--git-dir", str(git_dir), "archive", commit, "python/sklearnserver", "python/storage"],
             check=True,
             capture_output=True,
         ).stdout
@@ -709,7 +749,7 @@ def write_bodies(metadata: dict, rows_list: list[int]) -> tuple[dict, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     for rows in rows_list:
         df = demo_frame(names, rows)
-        for protocol in ("v1", "v2"):
+        for protocol in PROTOCOLS:
             path = folder / f"ours-{protocol}-{rows}.json"
             path.write_text(json.dumps(body_ours(protocol, df, features), separators=(",", ":")))
             ours[(protocol, rows)] = path
@@ -790,7 +830,7 @@ def verdicts(best: dict[tuple, dict], concurrency: int, batch_rows: int) -> list
     def get(system, protocol, rows, c=concurrency):
         return best.get((system, protocol, rows, c))
 
-    for protocol in ("v1", "v2"):
+    for protocol in PROTOCOLS:
         ours, noop, stock = (
             get("ours", protocol, 1),
             get("noop", protocol, 1),
@@ -800,7 +840,7 @@ def verdicts(best: dict[tuple, dict], concurrency: int, batch_rows: int) -> list
             ratio = ours["rps"] / noop["rps"]
             out.append(
                 {
-                    "target": f"{protocol.upper()} 1 row, c={concurrency}: ours >= {MIN_SHARE_OF_NOOP:.0%} of no-op KServe",
+                    "target": f"{label(protocol)} 1 row, c={concurrency}: ours >= {MIN_SHARE_OF_NOOP:.0%} of no-op KServe",
                     "ratio": ratio,
                     "verdict": "PASS" if ratio >= MIN_SHARE_OF_NOOP else "FAIL",
                     "detail": f"{ours['rps']:.0f} / {noop['rps']:.0f} req/s = {ratio:.2f}",
@@ -810,7 +850,7 @@ def verdicts(best: dict[tuple, dict], concurrency: int, batch_rows: int) -> list
             ratio = ours["rps"] / stock["rps"]
             out.append(
                 {
-                    "target": f"{protocol.upper()} 1 row, c={concurrency}: ours >= {MIN_TIMES_SKLEARNSERVER:.0f}x stock sklearnserver",
+                    "target": f"{label(protocol)} 1 row, c={concurrency}: ours >= {MIN_TIMES_SKLEARNSERVER:.0f}x stock sklearnserver",
                     "ratio": ratio,
                     "verdict": "PASS" if ratio >= MIN_TIMES_SKLEARNSERVER else "FAIL",
                     "detail": f"{ours['rps']:.0f} / {stock['rps']:.0f} req/s = {ratio:.2f}x",
@@ -820,7 +860,7 @@ def verdicts(best: dict[tuple, dict], concurrency: int, batch_rows: int) -> list
         if batch:
             out.append(
                 {
-                    "target": f"{protocol.upper()} {batch_rows}-row batches, c={concurrency}: ours >= {MIN_BATCH_ROWS_PER_S:,} rows/s",
+                    "target": f"{label(protocol)} {batch_rows}-row batches, c={concurrency}: ours >= {MIN_BATCH_ROWS_PER_S:,} rows/s",
                     "ratio": batch["rows_per_s"] / MIN_BATCH_ROWS_PER_S,
                     "verdict": "PASS" if batch["rows_per_s"] >= MIN_BATCH_ROWS_PER_S else "FAIL",
                     "detail": f"{batch['rows_per_s']:,.0f} rows/s ({batch['rps']:.1f} req/s)",
@@ -862,7 +902,7 @@ def table(best: dict[tuple, dict], systems: list[str]) -> list[str]:
         c = best[key]
         cpu = c.get("server_cpu_ms_per_request")
         lines.append(
-            f"| {SYSTEM_LABELS.get(c['system'], c['system'])} | {c['protocol'].upper()} | {c['rows']:,} | "
+            f"| {SYSTEM_LABELS.get(c['system'], c['system'])} | {label(c['protocol'])} | {c['rows']:,} | "
             f"{c['concurrency']}{' (1 thread)' if c['system'].startswith('inproc') else ''} | "
             f"{_f(c['rps'])} | {_f(c['rows_per_s'], 0)} | {_f(c['p50_ms'], 2)} | {_f(c['p99_ms'], 2)} | "
             f"{c['errors']} | {_f(cpu, 2)} | {_f(c.get('other_cores'), 2)} | "
@@ -873,7 +913,7 @@ def table(best: dict[tuple, dict], systems: list[str]) -> list[str]:
 
 def experiment_table(exp: dict[tuple, dict], cells: list[tuple[str, int, int]]) -> list[str]:
     systems = [k for k in SYSTEM_ORDER if any(key[0] == k for key in exp)]
-    header = " | ".join(f"{p.upper()} {r:,} row(s)" for p, r, _ in cells)
+    header = " | ".join(f"{label(p)} {r:,} row(s)" for p, r, _ in cells)
     lines = [f"| variant | {header} |", "|---|" + "---:|" * len(cells)]
     for system in systems:
         row = []
@@ -937,7 +977,9 @@ def render_section(result: dict[str, Any]) -> str:
         "- Requests: rows drawn from the demo data (`components/ingest/demo/penguins.csv`, seeded, with "
         "replacement for 1000 rows; missing values sent as `null`). (a) and (b) get the identical bodies: "
         'V1 `{"instances": [records]}` (one object per row, keyed by feature), V2 one input per feature '
-        "(`FP64` numeric, `BYTES` categorical) as `components/serving/example_request.py` sends; "
+        "(`FP64` numeric, `BYTES` categorical) as `components/serving/example_request.py` sends, and "
+        "'V2 tensor': one `BYTES` input of shape [N, 7] with the values in feature order (the form (d) gets, "
+        "so that V2 parsing is alike; (d) gets its one `FP64` tensor for both V2 rows); "
         f"{meta['body_sizes']}.",
         "- (a) `python -m components.serving --model_name penguins --model_dir model_repository/penguins/1 "
         "--host 127.0.0.1 --http_port P` (KServe defaults otherwise: 1 worker, per-request latency logging, "
@@ -1130,7 +1172,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = build_systems(ours_bodies, stock_bodies, kserve_src, numeric_model_dir)
 
     code_at_start = server_code_fingerprint()
-    cells = [(p, r, c) for r in args.rows for p in ("v1", "v2") for c in args.concurrency]
+    cells = [(p, r, c) for r in args.rows for p in PROTOCOLS for c in args.concurrency]
     order = ["ours", "noop", "inprocess"] + (["sklearnserver"] if kserve_src else [])
     runs: list[dict[str, Any]] = []
     non_200: dict[str, dict] = {}
@@ -1159,7 +1201,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  breakdown failed: {exc!r}", flush=True)
 
     experiments, exp_runs = None, []
-    exp_cells = [(p, r, 8) for r in args.rows for p in ("v1", "v2") if 8 in args.concurrency]
+    # the experiments answer "what would change the 1-row targets": single rows only
+    exp_cells = [(p, 1, 8) for p in PROTOCOLS if 8 in args.concurrency and 1 in args.rows]
     if args.experiments:
         variants = [k for k in SYSTEM_ORDER if k in systems and k != "sklearnserver"]
         for rep in range(args.repeat):
@@ -1182,9 +1225,9 @@ def main(argv: list[str] | None = None) -> int:
     measured = [c for c in runs + exp_runs if "other_cores" in c]
     others = [c["other_cores"] for c in measured] or [0.0]
     sizes = ", ".join(
-        f"{p.upper()} {r} row(s): {ours_bodies[(p, r)].stat().st_size:,} B (d: {stock_bodies[(p, r)].stat().st_size:,} B)"
+        f"{label(p)} {r} row(s): {ours_bodies[(p, r)].stat().st_size:,} B (d: {stock_bodies[(p, r)].stat().st_size:,} B)"
         for r in args.rows
-        for p in ("v1", "v2")
+        for p in PROTOCOLS
     )
     meta = {
         "date": date,
