@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from components.common.servable import ServableModel
-from components.serving.kernels import estimator_kernel
+from components.serving.kernels import SMALL_BATCH, estimator_kernel
 from components.transform.core import MISSING_CATEGORY
 
 _UNKNOWN_PROBE = "\x00kfp-tabular-unknown-category\x00"
@@ -50,6 +50,7 @@ class FastPredictor:
         self.numeric_names: list[str] = []
         self.categorical_names: list[str] = []
         self._numeric_slice = self._categorical_slice = slice(0, 0)
+        self._numeric_plan: list[tuple[int, float, float, float]] = []
 
         if "numeric" in fitted and list(fitted["numeric"][1]):
             step, cols = fitted["numeric"]
@@ -58,6 +59,11 @@ class FastPredictor:
             scaler = step.named_steps["scale"]
             self._mean, self._scale = scaler.mean_, scaler.scale_
             self._numeric_slice = columns.output_indices_["numeric"]
+            # per feature, for small batches in plain Python: (output column, median, mean, scale)
+            self._numeric_plan = [
+                (self._numeric_slice.start + j, float(m), float(mu), float(sd))
+                for j, (m, mu, sd) in enumerate(zip(self._median, self._mean, self._scale, strict=True))
+            ]
         if "categorical" in fitted and list(fitted["categorical"][1]):
             step, cols = fitted["categorical"]
             self.categorical_names = list(cols)
@@ -91,36 +97,56 @@ class FastPredictor:
         return result
 
     # --- the fast path ---
-    def matrix(self, numeric: np.ndarray, categorical: list[list[str | None]]) -> np.ndarray:
-        """The estimator's input: ``numeric`` (n, numeric features) float64 with NaN for missing;
-        ``categorical`` one list per categorical feature of texts (None for missing)."""
-        n = numeric.shape[0] if self.numeric_names else len(categorical[0])
+    def matrix(self, numeric: list[list[float]], categorical: list[list[str | None]]) -> np.ndarray:
+        """The estimator's input (float32). ``numeric``: one list of floats per numeric feature, NaN for
+        missing; ``categorical``: one list of texts per categorical feature, None for missing.
+
+        Small batches are computed in plain Python floats (the same IEEE float64 operations as numpy's,
+        so the same bits, without numpy's per-call cost); larger ones in numpy.
+        """
+        n = len(numeric[0]) if numeric else len(categorical[0])
+        if n <= SMALL_BATCH:
+            return self._small_matrix(numeric, categorical, n)
         out = np.zeros((n, self.n_outputs), dtype=np.float64)
         if self.numeric_names:
-            x = np.where(np.isnan(numeric), self._median, numeric)
+            x = np.array(numeric, dtype=np.float64).T
+            x = np.where(np.isnan(x), self._median, x)
             x -= self._mean
             x /= self._scale
             out[:, self._numeric_slice] = x
         if self.categorical_names:
-            base = self._categorical_slice.start
-            for values, (mapping, unknown, offset) in zip(categorical, self._encoders, strict=True):
-                for i, value in enumerate(values):
-                    column = mapping.get(MISSING_CATEGORY if value is None else value, unknown)
-                    if column >= 0:
-                        out[i, base + offset + column] = 1.0
+            for i, j in self._category_columns(categorical):
+                out[i, j] = 1.0
         return out.astype(np.float32)
+
+    def _small_matrix(self, numeric: list[list[float]], categorical: list[list[str | None]], n: int):
+        rows = [[0.0] * self.n_outputs for _ in range(n)]
+        if self.numeric_names:
+            for values, (j, median, mean, scale) in zip(numeric, self._numeric_plan, strict=True):
+                for row, value in zip(rows, values, strict=True):
+                    # SimpleImputer(median) then StandardScaler: x - mean, then / scale, in float64
+                    row[j] = ((median if value != value else value) - mean) / scale
+        if self.categorical_names:
+            for i, j in self._category_columns(categorical):
+                rows[i][j] = 1.0
+        return np.array(rows, dtype=np.float32)
+
+    def _category_columns(self, categorical: list[list[str | None]]):
+        """(row, output column) of every one-hot 1 (unknown categories with nowhere to go have none)."""
+        base = self._categorical_slice.start
+        for values, (mapping, unknown, offset) in zip(categorical, self._encoders, strict=True):
+            for i, value in enumerate(values):
+                column = mapping.get(MISSING_CATEGORY if value is None else value, unknown)
+                if column >= 0:
+                    yield i, base + offset + column
 
     def predict(self, numeric: np.ndarray, categorical: list[list[str | None]]) -> np.ndarray:
         """Class probabilities (classification) or values (regression), as the pipeline gives them."""
         return self._kernel(self.matrix(numeric, categorical))
 
-    def split_frame(self, df) -> tuple[np.ndarray, list[list[str | None]]]:
+    def split_frame(self, df) -> tuple[list[list[float]], list[list[str | None]]]:
         """A DataFrame of features (training column names) as ``predict``'s arguments."""
-        numeric = (
-            df[self.numeric_names].to_numpy(dtype=np.float64)
-            if self.numeric_names
-            else np.empty((len(df), 0))
-        )
+        numeric = [df[name].to_numpy(dtype=np.float64).tolist() for name in self.numeric_names]
         categorical = [[category_text(v) for v in df[name].tolist()] for name in self.categorical_names]
         return numeric, categorical
 

@@ -17,7 +17,7 @@ from components.common.logs import get_logger
 from components.common.servable import ServableModel
 from components.serving.fast import FastPredictor
 from components.serving.requests import RequestError, Schema
-from components.serving.responses import v1_predictions
+from components.serving.responses import labels_and_rows, v1_predictions
 
 log = get_logger("serving")
 INLINE_ROWS = 16  # requests up to this many rows are answered on the event loop (well under a millisecond)
@@ -117,11 +117,10 @@ class TabularModel(Model):
     def _v2_response(self, request: InferRequest, output: np.ndarray) -> InferResponse:
         n = output.shape[0]
         if self.servable.task == "regression":
-            outputs = [InferOutput("prediction", [n], "FP64", output.astype(np.float64).tolist())]
+            outputs = [InferOutput("prediction", [n], "FP64", output.tolist())]
         else:
             classes = [str(c) for c in self.servable.classes]
-            labels = [classes[i] for i in output.argmax(axis=1)]
-            probabilities = output.astype(np.float64).ravel().tolist()
+            labels, rows = labels_and_rows(classes, output)
             outputs = [
                 InferOutput("label", [n], "BYTES", labels),
                 # V2 parameters are scalars: the class order (the columns) as a JSON list in a string
@@ -129,7 +128,7 @@ class TabularModel(Model):
                     "probabilities",
                     [n, len(classes)],
                     "FP64",
-                    probabilities,
+                    [p for row in rows for p in row],
                     parameters={"classes": json.dumps(classes)},
                 ),
             ]

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 
 from components.common.columns import sanitize_column_name
@@ -35,9 +34,10 @@ class Feature:
 
 @dataclass
 class Batch:
-    """Validated model inputs: numeric (n, numeric features) float64, categorical texts per feature."""
+    """Validated model inputs: one list of floats (NaN for missing) per numeric feature, one list of
+    texts (None for missing) per categorical feature, in the schema's order."""
 
-    numeric: np.ndarray
+    numeric: list[list[float]]
     categorical: list[list[str | None]]
     rows: int
 
@@ -199,9 +199,7 @@ class Schema:
         return data
 
     def _batch(self, columns: dict[str, list], rows: int) -> Batch:
-        numeric = np.empty((rows, len(self.numeric_names)), dtype=np.float64)
-        for j, name in enumerate(self.numeric_names):
-            numeric[:, j] = _numbers(name, columns[name])
+        numeric = [_numbers(name, columns[name]) for name in self.numeric_names]
         categorical = [_texts(name, columns[name]) for name in self.categorical_names]
         return Batch(numeric=numeric, categorical=categorical, rows=rows)
 

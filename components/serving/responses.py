@@ -7,12 +7,20 @@ from typing import Any
 import numpy as np
 
 
+def labels_and_rows(classes: list[Any], output: np.ndarray) -> tuple[list[Any], list[list[float]]]:
+    """Each row's label (the first class of highest probability, as ``argmax``) and its probabilities
+    as Python floats (``tolist`` widens float32 exactly)."""
+    rows = output.tolist()
+    return [classes[row.index(max(row))] for row in rows], rows
+
+
 def v1_predictions(task: str, classes: list[Any], output: np.ndarray) -> list:
     """Classification: ``[{"label", "probabilities": {class: p}}]``; regression: ``[value]``."""
     if task == "regression":
-        return output.astype(np.float64).tolist()
-    labels = np.asarray(classes, dtype=object)[output.argmax(axis=1)].tolist()
+        return output.tolist()
+    names = [str(c) for c in classes]
+    labels, rows = labels_and_rows(classes, output)
     return [
-        {"label": label, "probabilities": dict(zip(map(str, classes), row, strict=True))}
-        for label, row in zip(labels, output.astype(np.float64).tolist(), strict=True)
+        {"label": label, "probabilities": dict(zip(names, row, strict=True))}
+        for label, row in zip(labels, rows, strict=True)
     ]
