@@ -316,7 +316,7 @@ def test_concurrent_burst_has_no_errors(server, deployed):
 
 def test_health_stays_fast_while_big_batches_are_scored(server, deployed):
     _, test, model = deployed
-    big = features(model, pd.concat([test] * 300, ignore_index=True)).to_dict(orient="records")  # 20,700 rows
+    big = features(model, pd.concat([test] * 900, ignore_index=True)).to_dict(orient="records")  # 62,100 rows
     body = json.dumps({"instances": big}).encode()
     stop, batch_seconds, health_seconds = threading.Event(), [], []
 
