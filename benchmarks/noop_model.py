@@ -10,6 +10,10 @@ server's (a label and the class probabilities per row, the classes read from the
 else - routing, body reading and JSON decoding, V2 request validation (pydantic), response encoding,
 KServe's per-request logging - is KServe's own, with its defaults, exactly as for the real server, and it
 runs on the same server set-up (``components.serving.server.make_server``, ``--event_loop`` as there).
+
+With ``--v2_json`` (a benchmark experiment) its V2 answer is the encoded JSON body, as the kfp-tabular
+server returns it (``TabularModel._v2_response``), sent with the same ``JsonResponseHeaders`` middleware:
+the ceiling for a model that skips KServe's V2 response encoding.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ from typing import Any
 from kserve import InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import InferOutput
 
-from components.serving.server import make_server, use_event_loop
+from components.serving.responses import v2_body, v2_output
+from components.serving.server import JsonResponseHeaders, make_server, use_event_loop
 
 
 class NoopModel(Model):
-    def __init__(self, name: str, classes: list[str]):
+    def __init__(self, name: str, classes: list[str], v2_json: bool = False):
         super().__init__(name)
+        self.v2_json = v2_json
         self.classes = [str(c) for c in classes]
         one = [1.0] + [0.0] * (len(self.classes) - 1)
         self._v1_row = {"label": self.classes[0], "probabilities": dict(zip(self.classes, one, strict=True))}
         self._one = one
+        self._parameters = {"classes": json.dumps(self.classes)}
         self._v1: dict[int, dict] = {}
         self._v2: dict[int, tuple[list, list]] = {}
         self.ready = True
@@ -48,6 +55,14 @@ class NoopModel(Model):
             if cached is None:
                 cached = self._v2[n] = ([self.classes[0]] * n, self._one * n)
             labels, probabilities = cached
+            if self.v2_json:
+                outputs = [
+                    v2_output("label", [n], "BYTES", labels),
+                    v2_output(
+                        "probabilities", [n, len(self.classes)], "FP64", probabilities, self._parameters
+                    ),
+                ]
+                return v2_body(self.name, payload.id or "", outputs)
             outputs = [
                 InferOutput("label", [n], "BYTES", list(labels)),
                 InferOutput(
@@ -77,11 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--event_loop", "--event-loop", dest="event_loop", default="auto")
+    parser.add_argument("--v2_json", action="store_true", help="answer V2 with an encoded JSON body")
     args, _ = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_latency_logging) pass through
     classes = json.loads((Path(args.model_dir) / "metadata.json").read_text())["classes"]
 
     use_event_loop(args.event_loop)
-    make_server(args.host, args.http_port).start([NoopModel(args.model_name, classes)])
+    if args.v2_json:
+        from kserve.model_server import app
+
+        app.add_middleware(JsonResponseHeaders)
+    make_server(args.host, args.http_port).start([NoopModel(args.model_name, classes, args.v2_json)])
     return 0
 
 

@@ -214,3 +214,69 @@ def test_remembered_layouts_still_check_every_request(schema):
         with pytest.raises(RequestError, match="missing features"):  # ever-new input names too
             schema.from_v2([(f"island_{i}", "BYTES", [1], ["Dream"])])
     assert len(schema._record_layouts) <= _MEMO_SIZE and len(schema._clean_names) <= _MEMO_SIZE
+
+
+def _kserve_encoding(name: str, request_id: str, task: str, classes: list, output: np.ndarray) -> bytes:
+    """What KServe 0.21 sends for the ``InferResponse`` the model used to return (its V2 endpoint:
+    ``to_rest``, pydantic ``InferenceResponse``, FastAPI's ``jsonable_encoder``, ``ORJSONResponse``)."""
+    import json
+    import warnings
+
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import ORJSONResponse
+    from kserve import InferResponse
+    from kserve.protocol.infer_type import InferOutput
+    from kserve.protocol.rest.v2_datamodels import InferenceResponse
+
+    n = output.shape[0]
+    if task == "regression":
+        outputs = [InferOutput("prediction", [n], "FP64", output.tolist())]
+    else:
+        names = [str(c) for c in classes]
+        outputs = [
+            InferOutput("label", [n], "BYTES", [names[i] for i in output.argmax(axis=1)]),
+            InferOutput(
+                "probabilities",
+                [n, len(names)],
+                "FP64",
+                output.reshape(-1).tolist(),
+                parameters={"classes": json.dumps(names)},
+            ),
+        ]
+    rest, _ = InferResponse(response_id=request_id, model_name=name, infer_outputs=outputs).to_rest()
+    with warnings.catch_warnings():  # FastAPI deprecates ORJSONResponse; KServe 0.21 still uses it
+        warnings.simplefilter("ignore")
+        return ORJSONResponse(jsonable_encoder(InferenceResponse.model_validate(rest))).body
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_v2_body_is_the_bytes_kserve_would_send(tmp_path, penguins_model, task):
+    """The model encodes its V2 answer itself: byte for byte what KServe's encoder made of it."""
+    from kserve import InferRequest
+    from kserve.protocol.infer_type import InferInput
+
+    from components.serving.model import TabularModel
+
+    if task == "classification":
+        model_dir = penguins_model[0]
+        test = pd.read_parquet(penguins_model[1])
+    else:
+        make_table(200, seed=3, task="regression").to_csv(tmp_path / "t.csv", index=False)
+        model_dir = build_model(
+            tmp_path, str(tmp_path / "t.csv"), target="y", task=task, candidates=["ridge"]
+        )
+        test = pd.read_parquet(tmp_path / "test.parquet")
+    model = TabularModel("m", model_dir)
+    model.load()
+    for rows, request_id in ((slice(0, 1), None), (slice(0, 5), "req-7"), (slice(None), "")):
+        frame = test.iloc[rows]
+        inputs = []
+        for f in model.schema.features:
+            values = frame[f.name].astype(object).where(frame[f.name].notna(), None).tolist()
+            datatype = "FP64" if f.kind == "numeric" else "BYTES"
+            inputs.append(InferInput(f.name, [len(values)], datatype, values))
+        body = model.answer(InferRequest(model_name="m", infer_inputs=inputs, request_id=request_id))
+        numeric, categorical = model.predictor.split_frame(frame)
+        output = model.predictor.predict(numeric, categorical)
+        classes = model.servable.classes if task == "classification" else []
+        assert body == _kserve_encoding("m", request_id or "", task, classes, output)

@@ -175,7 +175,7 @@ def test_v2_named_inputs_tensor_and_pandas_content_type_equal_in_process(server,
     expected = model.predict_proba(test).astype(np.float64)
     bodies = [
         v2_named(model, rows),
-        v2_named(model, rows, parameters={"content_type": "pd"}),
+        v2_named(model, rows, parameters={"content_type": "pd"}, id="request-42"),
         {
             "inputs": [
                 {
@@ -190,11 +190,17 @@ def test_v2_named_inputs_tensor_and_pandas_content_type_equal_in_process(server,
     for body in bodies:
         response = v2(server, body)
         assert response.status_code == 200, response.text
+        # the model encodes V2 bodies itself: the headers are still those of a JSON answer
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["content-length"]) == len(response.content)
+        assert "transfer-encoding" not in response.headers
         outputs = {o["name"]: o for o in response.json()["outputs"]}
         assert outputs["label"]["data"] == [str(v) for v in model.predict(test)]
         assert outputs["probabilities"]["shape"] == [len(rows), 3]
         assert json.loads(outputs["probabilities"]["parameters"]["classes"]) == model.classes
         assert np.array_equal(np.array(outputs["probabilities"]["data"]).reshape(-1, 3), expected)
+        assert response.json()["id"] == body.get("id", "")
+        assert response.json()["model_name"] == NAME
 
 
 # --- bad input: 4xx naming the problem, and the server keeps serving -------------------------------------

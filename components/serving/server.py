@@ -89,6 +89,42 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": content})
 
 
+class JsonResponseHeaders:
+    """ASGI middleware: a V2 answer the model encoded itself gets the headers KServe's own would have.
+
+    KServe's V2 endpoint sends the bytes a model returns as they are, with no content type (it drops the
+    model's) and no length (uvicorn then uses chunked encoding). For ``/v2/models/<name>/infer``
+    responses without a content type, this adds ``content-type: application/json`` and the length.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].endswith("/infer"):
+            return await self.app(scope, receive, send)
+        held = None
+
+        async def send_with_headers(message):
+            nonlocal held
+            if message["type"] == "http.response.start":
+                if not any(key.lower() == b"content-type" for key, _ in message.get("headers") or ()):
+                    held = message  # sent with the body, once its length is known
+                    return None
+            elif held is not None and message["type"] == "http.response.body":
+                start, held = held, None
+                headers = [*start.get("headers", ()), (b"content-type", b"application/json")]
+                body = message.get("body", b"")
+                if not message.get("more_body") and not any(
+                    k.lower() == b"content-length" for k, _ in headers
+                ):
+                    headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+            return await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m components.serving", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -182,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return model
 
     server = make_server(args.host, args.http_port, args.workers)
+    app.add_middleware(JsonResponseHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
     if args.wait_for_model <= 0 or _model_present(args):
         try:
