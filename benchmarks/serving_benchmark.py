@@ -622,7 +622,7 @@ def breakdown(
         if hasattr(model, "_v2_response"):
             add("V2: _v2_response (format)", rows, lambda v2=v2, o=output: model._v2_response(v2, o))
         add(
-            "V2: KServe's encoding of the same answer as an InferResponse (not run since 2026-11-22)",
+            "V2: KServe's encoding of the same answer as an InferResponse (the server's path before 2026-11-22)",
             rows,
             v2_encode,
         )
