@@ -405,6 +405,17 @@ def test_refuses_to_start_with_a_bad_artifact(penguins_model, tmp_path, problem)
     assert f"cannot serve model '{NAME}'" in output and expected[problem] in output
 
 
+def test_more_than_one_worker_is_refused_with_the_way_to_scale(deployed):
+    """KServe's multi-process mode cannot carry this server's model (it pickles it into spawned workers):
+    asking for it stops at once, saying how to scale instead, rather than in a pickling traceback."""
+    repo, _, _ = deployed
+    with serve("--model_repository", str(repo), "--workers", "2", wait_live=False) as (_, proc, log_path):
+        code = proc.wait(timeout=60)
+        output = log_path.read_text()
+    assert code == 2, output
+    assert "--workers 2" in output and "replicas" in output and "Traceback" not in output
+
+
 def test_example_request_client(server, capsys):
     """`make predict`'s client: V1 and V2 requests built from the server's metadata both answer 200."""
     from components.serving.example_request import main

@@ -140,7 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--wait_for_model", type=float, default=0.0, help="seconds to wait for the model to appear"
     )
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="must be 1: scale with replicas (KServe's own flag)"
+    )
     parser.add_argument(
         "--event_loop",
         "--event-loop",
@@ -150,6 +152,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="KServe's flag; auto (default) uses uvloop when it is installed",
     )
     args, _ = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_grpc) pass through
+    if args.workers != 1:
+        # KServe's multi-process mode spawns workers and pickles the loaded model into them: the fast
+        # path's kernels (closures over the fitted parameters) cannot be pickled, and the workers would
+        # build a fresh app without this server's middlewares (body limit, V2 headers).
+        parser.error(
+            f"--workers {args.workers}: this server runs one worker process; scale out with more "
+            "replicas (the InferenceService's minReplicas/maxReplicas, or more server processes)"
+        )
     return args
 
 
