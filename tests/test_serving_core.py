@@ -216,7 +216,9 @@ def test_remembered_layouts_still_check_every_request(schema):
     assert len(schema._record_layouts) <= _MEMO_SIZE and len(schema._clean_names) <= _MEMO_SIZE
 
 
-def _kserve_encoding(name: str, request_id: str, task: str, classes: list, output: np.ndarray) -> bytes:
+def _kserve_encoding(
+    name: str, request_id: str, task: str, classes: list, output: np.ndarray, requested=None
+) -> bytes:
     """What KServe 0.21 sends for the ``InferResponse`` the model used to return (its V2 endpoint:
     ``to_rest``, pydantic ``InferenceResponse``, FastAPI's ``jsonable_encoder``, ``ORJSONResponse``)."""
     import json
@@ -243,7 +245,10 @@ def _kserve_encoding(name: str, request_id: str, task: str, classes: list, outpu
                 parameters={"classes": json.dumps(names)},
             ),
         ]
-    rest, _ = InferResponse(response_id=request_id, model_name=name, infer_outputs=outputs).to_rest()
+    response = InferResponse(
+        response_id=request_id, model_name=name, infer_outputs=outputs, requested_outputs=requested
+    )
+    rest, _ = response.to_rest()
     with warnings.catch_warnings():  # FastAPI deprecates ORJSONResponse; KServe 0.21 still uses it
         warnings.simplefilter("ignore")
         return ORJSONResponse(jsonable_encoder(InferenceResponse.model_validate(rest))).body
@@ -253,7 +258,8 @@ def _kserve_encoding(name: str, request_id: str, task: str, classes: list, outpu
 def test_v2_body_is_the_bytes_kserve_would_send(tmp_path, penguins_model, task):
     """The model encodes its V2 answer itself: byte for byte what KServe's encoder made of it."""
     from kserve import InferRequest
-    from kserve.protocol.infer_type import InferInput
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferInput, RequestedOutput
 
     from components.serving.model import TabularModel
 
@@ -280,3 +286,13 @@ def test_v2_body_is_the_bytes_kserve_would_send(tmp_path, penguins_model, task):
         output = model.predictor.predict(numeric, categorical)
         classes = model.servable.classes if task == "classification" else []
         assert body == _kserve_encoding("m", request_id or "", task, classes, output)
+    # "outputs": [{"name": ...}] selects and orders the outputs, as KServe's to_rest does
+    names = [o["name"] for o in model.get_output_types()]
+    for wanted in ([names[-1]], names[::-1]):
+        requested = [RequestedOutput(n) for n in wanted]
+        request = InferRequest(model_name="m", infer_inputs=inputs, request_id="r", request_outputs=requested)
+        expected = _kserve_encoding("m", "r", task, classes, output, [RequestedOutput(n) for n in wanted])
+        assert model.answer(request) == expected
+    unknown = InferRequest(model_name="m", infer_inputs=inputs, request_outputs=[RequestedOutput("logits")])
+    with pytest.raises(InvalidInput, match=r"requested outputs \['logits'\] are not outputs of this model"):
+        model.answer(unknown)

@@ -201,6 +201,10 @@ def test_v2_named_inputs_tensor_and_pandas_content_type_equal_in_process(server,
         assert np.array_equal(np.array(outputs["probabilities"]["data"]).reshape(-1, 3), expected)
         assert response.json()["id"] == body.get("id", "")
         assert response.json()["model_name"] == NAME
+    # V2 "outputs" selects what comes back
+    only = v2(server, v2_named(model, rows, outputs=[{"name": "probabilities"}]))
+    assert only.status_code == 200, only.text
+    assert [o["name"] for o in only.json()["outputs"]] == ["probabilities"]
 
 
 # --- bad input: 4xx naming the problem, and the server keeps serving -------------------------------------
@@ -276,6 +280,11 @@ def test_bad_bodies_unknown_model_and_oversize(server, deployed):
             ),
             400,
             "missing features",
+        ),
+        (
+            v2(server, v2_named(model, features(model, test.head(1)), outputs=[{"name": "logits"}])),
+            400,
+            "requested outputs ['logits'] are not outputs of this model",
         ),
         (
             httpx.post(
