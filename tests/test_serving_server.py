@@ -207,6 +207,76 @@ def test_v2_named_inputs_tensor_and_pandas_content_type_equal_in_process(server,
     assert [o["name"] for o in only.json()["outputs"]] == ["probabilities"]
 
 
+def _binary_request(model, rows: pd.DataFrame, outputs: list[dict] | None = None, **parameters) -> tuple:
+    """A V2 request in the binary data extension: JSON header, then each input's raw bytes."""
+    import struct
+
+    inputs, raw = [], b""
+    for f in model.metadata["features"]:
+        values = rows[f["name"]].tolist()
+        if f["kind"] == "numeric":
+            data = np.array(values, dtype=np.float64).tobytes()
+        else:
+            data = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+        kind = "FP64" if f["kind"] == "numeric" else "BYTES"
+        inputs.append(
+            {
+                "name": f["name"],
+                "datatype": kind,
+                "shape": [len(values)],
+                "parameters": {"binary_data_size": len(data)},
+            }
+        )
+        raw += data
+    header = json.dumps(
+        {"inputs": inputs, **({"outputs": outputs} if outputs else {}), "parameters": parameters}
+    )
+    body = header.encode() + raw
+    return body, {"inference-header-content-length": str(len(header.encode()))}
+
+
+def test_v2_binary_data_extension(server, deployed):
+    """Binary inputs are read, and binary outputs are answered when asked for (per output or all), with
+    the JSON header's length in inference-header-content-length; the values are the in-process ones."""
+    _, test, model = deployed
+    rows = features(model, test).dropna().head(5)
+    expected = model.predict_proba(test.loc[rows.index]).astype(np.float64)
+    url = f"{server}/v2/models/{NAME}/infer"
+
+    body, headers = _binary_request(
+        model, rows, outputs=[{"name": "probabilities", "parameters": {"binary_data": True}}]
+    )
+    response = httpx.post(url, content=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    json_length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:json_length])
+    (probabilities,) = header["outputs"]  # only the requested output
+    assert probabilities["name"] == "probabilities" and "data" not in probabilities
+    assert probabilities["parameters"]["binary_data_size"] == len(response.content) - json_length
+    values = np.frombuffer(response.content[json_length:], dtype=np.float64).reshape(-1, 3)
+    assert np.array_equal(values, expected)
+
+    # binary inputs, JSON outputs: the usual JSON answer
+    body, headers = _binary_request(model, rows)
+    response = httpx.post(url, content=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert np.array_equal(np.array(outputs["probabilities"]["data"]).reshape(-1, 3), expected)
+
+    # binary_data_output: every output binary (labels as 4-byte length + UTF-8 each)
+    body, headers = _binary_request(model, rows, binary_data_output=True)
+    response = httpx.post(url, content=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    json_length = int(response.headers["inference-header-content-length"])
+    names = [o["name"] for o in json.loads(response.content[:json_length])["outputs"]]
+    assert names == ["label", "probabilities"]
+    assert response.content[json_length + 4 :].startswith(
+        str(model.predict(test.loc[rows.index])[0]).encode()
+    )
+
+
 # --- bad input: 4xx naming the problem, and the server keeps serving -------------------------------------
 
 

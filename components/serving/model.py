@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kserve import InferRequest, Model
+from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput
 
 from components.common.logs import get_logger
 from components.common.servable import ServableModel
@@ -99,9 +100,10 @@ class TabularModel(Model):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.answer, payload)
 
-    def answer(self, payload: dict | bytes | InferRequest) -> dict | bytes:
+    def answer(self, payload: dict | bytes | InferRequest) -> dict | bytes | InferResponse:
         """One request, synchronously: validate, predict, and format for the request's protocol (V1: the
-        answer as a dict; V2: the encoded JSON body)."""
+        answer as a dict; V2: the encoded JSON body, or an ``InferResponse`` when binary outputs are
+        requested)."""
         try:
             if isinstance(payload, InferRequest):
                 wanted = self._requested_outputs(payload)
@@ -151,10 +153,30 @@ class TabularModel(Model):
                     {"classes": json.dumps(classes)},
                 ),
             ]
+        if _binary_outputs_requested(request):
+            # the binary data extension: KServe's own encoder writes the raw tensors after a JSON header
+            return InferResponse(
+                response_id=request.id or "",
+                model_name=self.name,
+                infer_outputs=[
+                    InferOutput(o["name"], o["shape"], o["datatype"], o["data"], o["parameters"])
+                    for o in outputs
+                ],
+                use_binary_outputs=request.use_binary_outputs,
+                requested_outputs=request.request_outputs,
+            )
         if wanted is not None:
             by_name = {o["name"]: o for o in outputs}
             outputs = [by_name[name] for name in wanted]
         return v2_body(self.name, request.id or "", outputs)
+
+
+def _binary_outputs_requested(request: InferRequest) -> bool:
+    """Whether a V2 request asks for binary outputs (``binary_data_output`` for all, or an output's
+    ``binary_data``), as KServe's binary data extension reads it."""
+    if request.use_binary_outputs:
+        return True
+    return any(o.binary_data for o in request.request_outputs or ())
 
 
 def _data(infer_input) -> list:

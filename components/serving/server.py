@@ -94,7 +94,9 @@ class JsonResponseHeaders:
 
     KServe's V2 endpoint sends the bytes a model returns as they are, with no content type (it drops the
     model's) and no length (uvicorn then uses chunked encoding). For ``/v2/models/<name>/infer``
-    responses without a content type, this adds ``content-type: application/json`` and the length.
+    responses without a content type, this adds one and the length: ``application/json``, or
+    ``application/octet-stream`` for a binary data extension answer (a JSON header followed by raw
+    tensors, its header length in ``inference-header-content-length``).
     """
 
     def __init__(self, app):
@@ -113,7 +115,11 @@ class JsonResponseHeaders:
                     return None
             elif held is not None and message["type"] == "http.response.body":
                 start, held = held, None
-                headers = [*start.get("headers", ()), (b"content-type", b"application/json")]
+                headers = list(start.get("headers", ()))
+                binary = any(k.lower() == b"inference-header-content-length" for k, _ in headers)
+                headers.append(
+                    (b"content-type", b"application/octet-stream" if binary else b"application/json")
+                )
                 body = message.get("body", b"")
                 if not message.get("more_body") and not any(
                     k.lower() == b"content-length" for k, _ in headers
