@@ -70,7 +70,7 @@ class NoopModel(Model):
                     [n, len(self.classes)],
                     "FP64",
                     list(probabilities),
-                    parameters={"classes": json.dumps(self.classes)},
+                    parameters=self._parameters,
                 ),
             ]
             return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs)

@@ -116,15 +116,13 @@ class JsonResponseHeaders:
             elif held is not None and message["type"] == "http.response.body":
                 start, held = held, None
                 headers = list(start.get("headers", ()))
-                binary = any(k.lower() == b"inference-header-content-length" for k, _ in headers)
+                names = {key.lower() for key, _ in headers}
+                binary = b"inference-header-content-length" in names
                 headers.append(
                     (b"content-type", b"application/octet-stream" if binary else b"application/json")
                 )
-                body = message.get("body", b"")
-                if not message.get("more_body") and not any(
-                    k.lower() == b"content-length" for k, _ in headers
-                ):
-                    headers.append((b"content-length", str(len(body)).encode()))
+                if not message.get("more_body") and b"content-length" not in names:
+                    headers.append((b"content-length", str(len(message.get("body", b""))).encode()))
                 await send({**start, "headers": headers})
             return await send(message)
 
@@ -203,8 +201,9 @@ def use_event_loop(choice: str) -> str:
     return "uvloop"
 
 
-def make_server(host: str, http_port: int, workers: int = 1):
-    """KServe's ``ModelServer`` (REST only) bound to ``host``, its loop set-up done on the loop that runs."""
+def make_server(host: str, http_port: int):
+    """KServe's ``ModelServer`` (REST only, one worker process) bound to ``host``, its loop set-up done on
+    the loop that runs."""
     from kserve import ModelServer
 
     class Server(ModelServer):
@@ -218,7 +217,7 @@ def make_server(host: str, http_port: int, workers: int = 1):
             super().setup_event_loop()
             await super()._serve()
 
-    return Server(http_port=http_port, workers=workers, enable_grpc=False)
+    return Server(http_port=http_port, workers=1, enable_grpc=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         model.load()
         return model
 
-    server = make_server(args.host, args.http_port, args.workers)
+    server = make_server(args.host, args.http_port)
     app.add_middleware(JsonResponseHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
     if args.wait_for_model <= 0 or _model_present(args):
