@@ -39,6 +39,45 @@ def make_table(
     return df
 
 
+def make_messy_table(rows: int = 600, seed: int = 0, task: str = "classification") -> pd.DataFrame:
+    """A table like users bring: a row id, an e-mail column, a date, a yes/no column, integer store codes
+    named like ids, missing values and a few outliers, and a target that depends on several of them."""
+    rng = np.random.default_rng(seed)
+    day = pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 730, rows), unit="D")
+    member = rng.choice(["yes", "no"], size=rows, p=[0.4, 0.6])
+    store = rng.integers(1, 9, rows)
+    income = rng.lognormal(10, 0.6, rows)
+    income[rng.random(rows) < 0.01] *= 40  # outliers
+    income[rng.random(rows) < 0.05] = np.nan
+    visits = rng.poisson(3, rows).astype(float)
+    region = rng.choice(["north", "south", "east", "west"], size=rows)
+    signal = (
+        (member == "yes") * 1.2
+        + (day.month.to_numpy() >= 6) * 0.8
+        + np.nan_to_num(np.log(income) - 10)
+        + 0.3 * visits
+        + (store % 3 == 0) * 0.7
+        + rng.normal(scale=0.4, size=rows)
+    )
+    df = pd.DataFrame(
+        {
+            "Row ID": np.arange(1, rows + 1),
+            "Email": [f"user{i}@example.com" for i in rng.permutation(rows)],
+            "Signup Date": day.strftime("%Y-%m-%d"),
+            "Member": member,
+            "store_id": store,
+            "Income": income,
+            "Visits": visits,
+            "Region": region,
+        }
+    )
+    if task == "regression":
+        df["Spend"] = signal * 10 + 50
+    else:
+        df["Churned"] = np.where(signal > np.median(signal), "yes", "no")
+    return df
+
+
 def split_paths(tmp: Path) -> dict[str, str]:
     return {name: str(tmp / f"{name}.parquet") for name in ("train", "eval", "test")}
 

@@ -6,6 +6,7 @@ import functools
 import http.server
 import threading
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -153,7 +154,7 @@ BAD_TABLES = {
             make_table(100).assign(x2=lambda d: d["x2"].astype(object).where(d.index != 7, "twelve")),
         ),
         {"target": "y"},
-        r"column 'x2' is numeric but 1 of its values are not numbers, e.g. \['twelve'\]",
+        r"column 'x2' is numeric but 1 of its 97 values are not numbers, e.g. \['twelve'\] \(first at row 7\); fix or blank them in the source, list them in missing_values",
     ),
     "all-missing column": (
         lambda tmp: _write(tmp, "m.csv", make_table(50).assign(empty=None)),
@@ -193,3 +194,212 @@ def test_bad_input_is_named_and_nothing_is_written(tmp_path, case):
     assert not any((out / p).exists() for p in ("train.parquet", "eval.parquet", "test.parquet"))
     assert not out.exists() or not list(out.iterdir())
     assert split_paths(out)  # paths were computed, just never written
+
+
+# --- a user's own table: column typing, and the messages of issue 11 ----------------------------------------
+
+
+def test_column_typing_of_a_table_users_bring(tmp_path, caplog):
+    from tests.conftest import make_messy_table
+
+    make_messy_table(400).to_csv(tmp_path / "customers.csv", index=False)
+    with caplog.at_level("INFO", logger="kfp_tabular"):
+        result, paths = run_ingest(str(tmp_path / "customers.csv"), tmp_path / "out", target="Churned")
+    kinds = {name: t["kind"] for name, t in result.column_types.items()}
+    assert kinds == {
+        "row_id": "id",
+        "email": "id",
+        "signup_date": "datetime",
+        "member": "boolean",
+        "store_id": "categorical",
+        "income": "numeric",
+        "visits": "numeric",
+        "region": "categorical",
+    }
+    assert result.dropped_columns == {
+        "row_id": "id: named like an id (400 distinct in 400 rows)",
+        "email": "id: a different value in almost every row (400 distinct in 400 rows)",
+    }
+    assert result.columns == ["signup_date", "member", "store_id", "income", "visits", "region", "churned"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        "column 'row_id' dropped: id, named like an id (400 distinct in 400 rows) (set column_types to keep it)"
+        in warnings
+    )
+    # the decisions travel with the splits, for validation and transform
+    from components.common.io import read_table_metadata
+
+    meta = read_table_metadata(paths["train"])
+    assert meta["column_types"]["signup_date"] == {
+        "name": "signup_date",
+        "kind": "datetime",
+        "reason": "date/time text",
+        "format": "ISO8601",
+        "parts": ["year", "month", "day", "day_of_week"],
+    }
+    assert meta["dropped_columns"] == result.dropped_columns
+
+
+@pytest.mark.parametrize(
+    ("values", "kind", "reason"),
+    [
+        (lambda n: np.arange(n) * 7 + 1000, "id", "unique per row, increasing"),
+        (
+            lambda n: np.random.default_rng(0).permutation(n) + 1,
+            "id",
+            "unique per row, a range of consecutive integers",
+        ),
+        (
+            lambda n: [f"n/a-{i}" for i in range(n)],
+            "id",
+            "a different value in almost every row (60 distinct in 60 rows)",
+        ),
+        (
+            lambda n: [
+                f"Lorem ipsum dolor sit amet, consectetur adipiscing elit, number {i}" for i in range(n)
+            ],
+            "text",
+            "long text (mean 66 characters)",
+        ),
+        (
+            lambda n: [f"word {i % 40}" for i in range(n)],
+            "text",
+            "high-cardinality text (40 distinct in 60 rows)",
+        ),
+        (
+            lambda n: np.random.default_rng(1).normal(size=n),
+            "numeric",
+            "numbers",
+        ),  # unique floats are not ids
+        (lambda n: ["True", "False"] * (n // 2), "boolean", "values ['false', 'true']"),
+        (lambda n: [True, False, None] * (n // 3), "boolean", "values ['false', 'true']"),
+        (lambda n: ["Y", "N", "y"] * (n // 3), "boolean", "values ['n', 'y']"),
+        (lambda n: ["0", "1"] * (n // 2), "numeric", "numbers written as text"),
+        (
+            lambda n: pd.date_range("2024-01-01 08:30", periods=n, freq="7h").strftime("%Y-%m-%d %H:%M"),
+            "datetime",
+            "date/time text",
+        ),
+        (
+            lambda n: pd.date_range("2024-01-01", periods=n, freq="D").strftime("%d/%m/%Y"),
+            "datetime",
+            "date/time text (%d/%m/%Y)",
+        ),
+        (lambda n: pd.date_range("2024-01-01", periods=n, freq="D"), "datetime", "timestamps"),
+    ],
+)
+def test_each_kind_of_column(values, kind, reason):
+    from components.ingest.typing import infer_column_types
+
+    n = 60
+    df = pd.DataFrame({"col": values(n), "y": ["a", "b"] * (n // 2)})
+    out, types = infer_column_types(df, target="y")
+    assert (types["col"].kind, types["col"].reason) == (kind, reason)
+    if kind == "datetime":
+        assert types["col"].parts[-1] == ("hour" if "08:30" in str(df["col"].iloc[0]) else "day_of_week")
+        assert "col" in out and out["col"].map(type).eq(str).all()  # one representation: text
+    if kind in ("id", "text"):
+        assert "col" not in out
+
+
+def test_column_types_override_the_inference(tmp_path):
+    from components.ingest.typing import infer_column_types
+
+    df = pd.DataFrame(
+        {"code": np.arange(50), "when": [f"2024-01-{i % 28 + 1:02d}" for i in range(50)], "y": [0, 1] * 25}
+    )
+    out, types = infer_column_types(df, target="y", overrides={"code": "categorical", "when": "text"})
+    assert types["code"].kind == "categorical" and out["code"].tolist()[:2] == ["0", "1"]
+    assert types["when"].kind == "text" and "when" not in out
+    with pytest.raises(
+        InputDataError, match=r"column_types sets 'when' numeric but 50 of its values are not numbers"
+    ):
+        infer_column_types(df, target="y", overrides={"when": "numeric"})
+    with pytest.raises(InputDataError, match=r"column_types names columns not in the table: \['nope'\]"):
+        infer_column_types(df, target="y", overrides={"nope": "numeric"})
+
+
+def _csv(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _message(source, tmp_path, **overrides):
+    with pytest.raises(InputDataError) as info:
+        run_ingest(source, tmp_path / "out", **overrides)
+    out = tmp_path / "out"
+    assert not out.exists() or not list(out.iterdir())  # nothing written
+    return str(info.value)
+
+
+def test_infinite_values_stop_or_become_missing_by_rule(tmp_path):
+    df = make_table(120)
+    df.loc[[3, 9], "x2"] = np.inf
+    df.loc[5, "x one"] = -np.inf
+    source = _write(tmp_path, "inf.csv", df)
+    assert _message(source, tmp_path, target="y") == (
+        "columns with infinite values: 'x_one' (1), 'x2' (2); fix them in the source, or set non_finite: "
+        "missing to treat them as missing values"
+    )
+    result, paths = run_ingest(source, tmp_path / "ok", target="y", non_finite="missing")
+    assert result.non_finite == {"x_one": 1, "x2": 2}
+    splits = pd.concat([pd.read_parquet(p) for p in paths.values()])
+    assert np.isfinite(splits["x2"].dropna()).all() and splits["x2"].isna().sum() >= 2
+
+
+def test_duplicate_column_names_stop(tmp_path):
+    source = _csv(tmp_path, "dup.csv", "husby,age,husby,y\n1,30,2,a\n3,40,4,b\n")
+    assert _message(source, tmp_path, target="y") == (
+        f"data source {source!r} has duplicate column names: 'husby' at columns [1, 3]; rename them in the "
+        "source so each column has its own name"
+    )
+
+
+def test_semicolon_csv_is_read_and_a_forced_wrong_delimiter_is_explained(tmp_path):
+    df = make_table(120)
+    df.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    result, _ = run_ingest(str(tmp_path / "semi.csv"), tmp_path / "a", target="y")
+    assert result.delimiter == ";" and result.rows == 120
+    df.to_csv(tmp_path / "tab.tsv.csv", sep="\t", index=False)
+    assert run_ingest(str(tmp_path / "tab.tsv.csv"), tmp_path / "b", target="y")[0].delimiter == "\t"
+    message = _message(str(tmp_path / "semi.csv"), tmp_path, target="y", delimiter=",")
+    assert message == (
+        "target column 'y' is not in the table; columns are ['x_one_x2_color_size_y'] (the table was read as "
+        "one column: is the CSV delimited by something other than the one used? set delimiter)"
+    )
+
+
+def test_a_folder_is_read_as_parquet_files_or_named_as_a_folder(tmp_path):
+    folder = tmp_path / "table"
+    folder.mkdir()
+    df = make_table(200)
+    df.iloc[:120].to_parquet(folder / "part-0.parquet")
+    df.iloc[120:].to_parquet(folder / "part-1.parquet")
+    result, _ = run_ingest(str(folder), tmp_path / "a", target="y")
+    assert result.rows == 200
+    again, _ = run_ingest(f"file://{folder}/", tmp_path / "b", target="y")
+    assert again.source_sha256 == result.source_sha256
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    assert _message(str(empty), tmp_path, target="y") == (
+        f"data source {str(empty)!r} is a directory with no Parquet files in it; pass a CSV or Parquet file, "
+        "or a folder of Parquet files"
+    )
+
+
+def test_a_file_without_extension_is_read_by_its_content(tmp_path):
+    make_table(100).to_parquet(tmp_path / "export")
+    make_table(100).to_csv(tmp_path / "dump", index=False)
+    assert run_ingest(str(tmp_path / "export"), tmp_path / "a", target="y")[0].rows == 100
+    assert run_ingest(str(tmp_path / "dump"), tmp_path / "b", target="y")[0].rows == 100
+
+
+def test_missing_value_tokens(tmp_path):
+    df = make_table(120)
+    df["x2"] = df["x2"].astype(object)
+    df.loc[[1, 2, 3], "x2"] = "?"
+    source = _write(tmp_path, "q.csv", df)
+    assert "list them in missing_values if they mean 'missing'" in _message(source, tmp_path, target="y")
+    result, _ = run_ingest(source, tmp_path / "ok", target="y", missing_values=["?"])
+    assert result.column_types["x2"]["kind"] == "numeric"

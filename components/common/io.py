@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -125,10 +126,31 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, target)
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+TABLE_METADATA_KEY = b"kfp_tabular"
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write ``df`` (index dropped) atomically; ``metadata`` (JSON) travels in the file's schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    if metadata is not None:
+        merged = dict(table.schema.metadata or {})
+        merged[TABLE_METADATA_KEY] = json.dumps(metadata, sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(merged)
     with atomic_file(path) as tmp:
-        df.reset_index(drop=True).to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
 
 
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
+
+
+def read_table_metadata(path: str | os.PathLike) -> dict:
+    """What ``write_parquet`` stored with the table (``{}`` for a file written without it)."""
+    import pyarrow.parquet as pq
+
+    stored = pq.read_schema(path).metadata or {}
+    raw = stored.get(TABLE_METADATA_KEY)
+    return json.loads(raw) if raw else {}

@@ -12,34 +12,51 @@ from components.images import PIPELINE_IMAGE
 def ingest(
     source_uri: str,
     file_format: str,
+    delimiter: str,
+    missing_values: list,
     target: str,
     task: str,
     drop_columns: list,
+    column_types: dict,
+    non_finite: str,
     eval_fraction: float,
     test_fraction: float,
     seed: int,
+    model_name: str,
     train_data: Output[Dataset],
     eval_data: Output[Dataset],
     test_data: Output[Dataset],
-) -> NamedTuple("IngestOutputs", [("target", str), ("rows", int)]):
-    """Read a CSV/Parquet table, sanitize column names, split it into train/eval/test Parquet datasets."""
+) -> NamedTuple("IngestOutputs", [("target", str), ("rows", int), ("model_name", str)]):
+    """Read a CSV/Parquet table, type and check its columns, split it into train/eval/test Parquet datasets.
+
+    Outputs the sanitized target name and the model name (``model_name``, or one derived from the source
+    and the target when it is empty) for the later stages.
+    """
     from collections import namedtuple
 
+    from components.common.stage import failure_note
+    from components.config import check_model_name, default_model_name
     from components.ingest.core import ingest as run
 
-    result = run(
-        source_uri=source_uri,
-        file_format=file_format,
-        target=target,
-        task=task,
-        drop_columns=drop_columns,
-        eval_fraction=eval_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        train_path=train_data.path,
-        eval_path=eval_data.path,
-        test_path=test_data.path,
-    )
+    with failure_note(train_data.path):
+        name = check_model_name(model_name) if model_name else default_model_name(source_uri, target)
+        result = run(
+            source_uri=source_uri,
+            file_format=file_format,
+            delimiter=delimiter,
+            missing_values=[str(v) for v in missing_values or []],
+            target=target,
+            task=task,
+            drop_columns=drop_columns,
+            column_types={str(k): str(v) for k, v in (column_types or {}).items()},
+            non_finite=non_finite,
+            eval_fraction=eval_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            train_path=train_data.path,
+            eval_path=eval_data.path,
+            test_path=test_data.path,
+        )
     for split, artifact in (("train", train_data), ("eval", eval_data), ("test", test_data)):
         artifact.metadata.update(
             {
@@ -48,7 +65,12 @@ def ingest(
                 "columns": result.columns,
                 "source_uri": source_uri,
                 "source_sha256": result.source_sha256,
+                "source_rows": result.source_rows,
+                "dropped_rows_missing_target": result.dropped_rows_missing_target,
+                "column_types": {k: v["kind"] for k, v in result.column_types.items()},
+                "dropped_columns": result.dropped_columns,
+                "non_finite": result.non_finite,
                 "format": "parquet",
             }
         )
-    return namedtuple("IngestOutputs", ["target", "rows"])(result.target, result.rows)
+    return namedtuple("IngestOutputs", ["target", "rows", "model_name"])(result.target, result.rows, name)
