@@ -13,6 +13,11 @@ def validate(
     schema_uri: str,
     drift_threshold: float,
     drift_thresholds: dict,
+    drift_action: str,
+    baseline_model_uri: str,
+    deploy_target: str,
+    model_repository: str,
+    model_name: str,
     statistics: Output[Artifact],
     schema: Output[Artifact],
     statistics_report: Output[HTML],
@@ -20,31 +25,47 @@ def validate(
 ):
     """Validate the train/eval/test splits with TensorFlow Data Validation (TFDV).
 
-    Computes statistics per split, takes the curated schema at ``schema_uri`` (or infers one from train,
-    relaxed for a first run), checks every split against it and eval against train for drift
-    (L-infinity for categorical features, Jensen-Shannon for numeric ones, bound ``drift_threshold`` or
-    ``drift_thresholds[feature]``; 0 disables). Any anomaly fails the task with a message listing each
-    one, and no output is written. Outputs: ``statistics`` (a directory of ``<split>.pb``
-    DatasetFeatureStatisticsList), ``schema`` (text proto, to curate), ``statistics_report`` (train vs
-    eval, Facets) and ``anomalies_report`` (Markdown: splits, schema source, drift, anomalies).
+    Statistics per split; the curated schema at ``schema_uri`` (or one inferred from the table); every
+    split checked against it; a class missing from a split; the train split compared with the data the
+    current model (``baseline_model_uri``, else what the deploy target serves) was trained on: a feature
+    that changed kind, or drift beyond ``drift_threshold``/``drift_thresholds[feature]`` that is
+    significant, stops the run (``drift_action: stop``) or is reported (``warn``). eval/test against
+    train is reported as information. Any problem fails the task with one line per problem, and no
+    output is written. Outputs: ``statistics`` (``<split>.pb`` DatasetFeatureStatisticsList and
+    ``validation.json``), ``schema`` (text proto, to curate), ``statistics_report`` (HTML) and
+    ``anomalies_report`` (Markdown).
     """
+    from components.common.champion import current_model_uri
+    from components.common.stage import failure_note
     from components.validate.core import validate_splits
 
-    result = validate_splits(
-        {"train": train_data.path, "eval": eval_data.path, "test": test_data.path},
-        target=target,
-        schema_uri=schema_uri,
-        drift_threshold=drift_threshold,
-        drift_thresholds={str(k): float(v) for k, v in (drift_thresholds or {}).items()},
-        statistics_dir=statistics.path,
-        schema_path=schema.path,
-        html_path=statistics_report.path,
-        report_path=anomalies_report.path,
-    )
+    with failure_note(statistics.path):
+        reference = current_model_uri(
+            baseline_model_uri=baseline_model_uri,
+            deploy_target=deploy_target,
+            model_repository=model_repository,
+            model_name=model_name,
+        )
+        result = validate_splits(
+            {"train": train_data.path, "eval": eval_data.path, "test": test_data.path},
+            target=target,
+            schema_uri=schema_uri,
+            drift_threshold=drift_threshold,
+            drift_thresholds={str(k): float(v) for k, v in (drift_thresholds or {}).items()},
+            drift_action=drift_action,
+            reference_model_uri=reference,
+            statistics_dir=statistics.path,
+            schema_path=schema.path,
+            html_path=statistics_report.path,
+            report_path=anomalies_report.path,
+        )
     schema.metadata["inferred"] = result.schema_inferred
-    schema.metadata["source"] = schema_uri or "inferred from train"
+    schema.metadata["source"] = schema_uri or "inferred from the table"
     schema.metadata["num_features"] = result.num_features
     statistics.metadata["num_examples"] = result.num_examples
     statistics.metadata["splits"] = sorted(result.num_examples)
-    statistics.metadata["drift"] = {name: measured["value"] for name, measured in result.drift.items()}
+    statistics.metadata["reference_model"] = result.reference.get("uri", "")
+    statistics.metadata["drift"] = {name: d["value"] for name, d in result.drift.items()}
+    statistics.metadata["drifted"] = sorted(name for name, d in result.drift.items() if d["drifted"])
+    statistics.metadata["warnings"] = result.warnings
     anomalies_report.metadata["num_anomalies"] = len(result.anomalies)
