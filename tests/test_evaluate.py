@@ -38,10 +38,33 @@ def test_impossible_threshold_refuses(penguins_model, tmp_path):
     assert "**NOT BLESSED**" in (tmp_path / "report.md").read_text()
 
 
-def test_no_thresholds_refuses(penguins_model, tmp_path):
+def test_no_thresholds_means_the_tasks_defaults_and_beating_the_trivial_model(penguins_model, tmp_path):
     model_dir, test_path = penguins_model
     result = run(model_dir, test_path, tmp_path, thresholds={})
-    assert not result.blessed and "no thresholds configured" in result.reason
+    assert result.blessed
+    assert [c.name for c in result.checks] == ["trivial:log_loss", "threshold:roc_auc"]
+    assert "better than" in result.checks[0].detail and "class shares" in result.checks[0].detail
+
+
+def test_a_model_no_better_than_the_trivial_one_is_refused(tmp_path):
+    """Features that carry no signal: whatever the thresholds, a model must beat predicting the mean."""
+    import numpy as np
+
+    rng = np.random.default_rng(12345)  # not make_table's seed: its first column would be this very noise
+    df = make_table(300, task="regression")
+    df["y"] = rng.normal(size=len(df))  # unrelated to the features
+    df.to_csv(tmp_path / "noise.csv", index=False)
+    model = build_model(
+        tmp_path,
+        str(tmp_path / "noise.csv"),
+        target="y",
+        task="regression",
+        candidates=["hist_gradient_boosting"],
+    )
+    result = run(model, tmp_path / "test.parquet", tmp_path, thresholds={"rmse": 100.0})
+    trivial = next(c for c in result.checks if c.name == "trivial:rmse")
+    assert not trivial.passed and "not better than" in trivial.detail and "train mean" in trivial.detail
+    assert not result.blessed and "trivial model" in result.reason
 
 
 def test_thresholds_for_the_wrong_task_are_refused(penguins_model, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -296,3 +298,100 @@ def test_v2_body_is_the_bytes_kserve_would_send(tmp_path, penguins_model, task):
     unknown = InferRequest(model_name="m", infer_inputs=inputs, request_outputs=[RequestedOutput("logits")])
     with pytest.raises(InvalidInput, match=r"requested outputs \['logits'\] are not outputs of this model"):
         model.answer(unknown)
+
+
+# --- tables with ids, dates and booleans ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def messy_model(tmp_path_factory):
+    """A model of a table with a row id, an e-mail column, a date, a yes/no column and store codes."""
+    from tests.conftest import make_messy_table
+
+    tmp = tmp_path_factory.mktemp("messy")
+    make_messy_table(500, seed=3).to_csv(tmp / "customers.csv", index=False)
+    model_dir = build_model(
+        tmp, str(tmp / "customers.csv"), target="Churned", task="classification", max_trials=3
+    )
+    return ServableModel.load(model_dir), pd.read_parquet(tmp / "test.parquet")
+
+
+def test_ids_are_dropped_and_dates_and_booleans_typed_in_the_model(messy_model):
+    model, _ = messy_model
+    kinds = {f["name"]: f["kind"] for f in model.metadata["features"]}
+    assert kinds == {
+        "signup_date": "datetime",
+        "member": "boolean",
+        "store_id": "categorical",
+        "income": "numeric",
+        "visits": "numeric",
+        "region": "categorical",
+    }
+    assert set(model.metadata["dropped_columns"]) == {"row_id", "email"}
+    date = next(f for f in model.metadata["features"] if f["name"] == "signup_date")
+    assert date["format"] == "ISO8601" and date["parts"] == ["year", "month", "day", "day_of_week"]
+    assert "signup_date__month" in " ".join(model.metadata["model_inputs"])
+
+
+@pytest.mark.parametrize("candidate", ["logistic_regression", "hist_gradient_boosting", "xgboost"])
+def test_fast_path_equals_the_pipeline_with_dates_and_booleans(tmp_path, candidate):
+    from tests.conftest import make_messy_table
+
+    make_messy_table(400, seed=4).to_csv(tmp_path / "c.csv", index=False)
+    model = ServableModel.load(
+        build_model(
+            tmp_path,
+            str(tmp_path / "c.csv"),
+            target="Churned",
+            task="classification",
+            candidates=[candidate],
+            max_trials=1,
+        )
+    )
+    rows = pd.read_parquet(tmp_path / "test.parquet")
+    rows.loc[0, "signup_date"] = None
+    rows.loc[1, "member"] = None
+    rows.loc[2, "store_id"] = "99"  # a store the model never saw
+    fast = FastPredictor(model)
+    assert np.array_equal(fast.predict(*fast.split_frame(rows)), model.predict_proba(rows))
+    for i in range(5):
+        one = rows.iloc[[i]]
+        assert np.array_equal(fast.predict(*fast.split_frame(one)), model.predict_proba(one))
+
+
+def test_requests_with_dates_booleans_and_the_dropped_columns(messy_model):
+    model, test = messy_model
+    fast = FastPredictor(model)
+    meta = model.metadata
+    schema = Schema(
+        meta["features"],
+        fast.numeric_names,
+        fast.categorical_names,
+        ignored=[meta["target"], *meta["dropped_columns"]],
+    )
+    row = test.iloc[0]
+    record = {
+        "Row ID": 17,  # training dropped it: read and ignored, so clients can send whole rows
+        "Email": "someone@example.com",
+        "Signup Date": row["signup_date"],
+        "Member": bool(row["member"] == "yes"),  # a JSON boolean for a yes/no column
+        "store_id": str(row["store_id"]),
+        "Income": None if pd.isna(row["income"]) else float(row["income"]),
+        "Visits": float(row["visits"]),
+        "Region": row["region"],
+        "Churned": "yes",  # the target: ignored
+    }
+    batch = schema.from_v1({"instances": [record]})
+    answer = fast.predict(batch.numeric, batch.categorical)
+    assert np.array_equal(answer, model.predict_proba(test.iloc[[0]]))
+    same = schema.from_v1({"instances": [{**record, "Member": row["member"].upper()}]})  # "YES" / "NO"
+    assert np.array_equal(fast.predict(same.numeric, same.categorical), answer)
+
+    for bad, message in (
+        ({"Signup Date": "31/12/2023"}, "feature 'signup_date': '31/12/2023' is not a date/time in ISO 8601"),
+        ({"Member": "maybe"}, "feature 'member': 'maybe' is not a boolean"),
+        ({"Member": 2}, "feature 'member': 2 is not a boolean"),
+        ({"Referrer": "x"}, "unknown features ['referrer']"),
+    ):
+        with pytest.raises(RequestError, match=re.escape(message)):
+            schema.from_v1({"instances": [{**record, **bad}]})

@@ -82,3 +82,52 @@ def test_target_missing_from_train_is_an_error(tmp_path):
             transformed_eval_path=str(tmp_path / "y"),
         )
     assert not (tmp_path / "tg").exists()
+
+
+def test_dates_and_booleans_become_numbers_inside_the_fitted_preprocessing(tmp_path):
+    """Ingestion's column kinds (in the split files) decide the encoding; the fitted preprocessing reads raw
+    values, so whoever holds the model needs nothing else to use it."""
+    from components.common.features import FeatureValueError
+    from tests.conftest import make_messy_table, run_ingest
+
+    make_messy_table(300, seed=2).to_csv(tmp_path / "c.csv", index=False)
+    result, paths = run_ingest(str(tmp_path / "c.csv"), tmp_path, target="Churned")
+    spec = fit_transform(
+        train_path=paths["train"],
+        eval_path=paths["eval"],
+        target=result.target,
+        task="classification",
+        max_categories=30,
+        transform_dir=str(tmp_path / "tg"),
+        transformed_train_path=str(tmp_path / "tt.parquet"),
+        transformed_eval_path=str(tmp_path / "te.parquet"),
+    )
+    kinds = {f["name"]: f["kind"] for f in spec.features}
+    assert kinds["signup_date"] == "datetime" and kinds["member"] == "boolean"
+    assert "row_id" not in kinds and spec.dropped_columns.keys() == {"row_id", "email"}
+    names = spec.output_features
+    for part in ("year", "month", "day", "day_of_week"):
+        assert f"numeric__signup_date__{part}" in names
+    assert "numeric__member" in names and not any(n.startswith("categorical__member") for n in names)
+
+    preprocess = load_preprocessor(tmp_path / "tg")
+    assert list(preprocess.named_steps) == ["derive", "columns", "float32"]
+    derived = preprocess.named_steps["derive"].transform(
+        pd.DataFrame(
+            {
+                "signup_date": ["2024-02-29", None],
+                "member": ["YES", "no"],
+                "store_id": ["3", "4"],
+                "income": [1.0, 2.0],
+                "visits": [1.0, None],
+                "region": ["north", "south"],
+            }
+        )
+    )
+    assert derived["signup_date__month"].tolist()[0] == 2.0 and np.isnan(derived["signup_date__year"][1])
+    assert derived["signup_date__day_of_week"][0] == 3.0  # a Thursday
+    assert derived["member"].tolist() == [1.0, 0.0]
+    with pytest.raises(FeatureValueError, match="feature 'member': 'maybe' is not a boolean"):
+        preprocess.named_steps["derive"].transform(
+            pd.DataFrame({**{c: [None] for c in kinds}, "member": ["maybe"]})
+        )

@@ -2,8 +2,11 @@
 
 A model directory holds::
 
-    model.joblib    sklearn Pipeline([("preprocess", ColumnTransformer), ("model", estimator)])
-    metadata.json   task, target, features (name, kind, dtype), classes, framework, versions, sha256
+    model.joblib     sklearn Pipeline([("preprocess", [derive, columns, float32]), ("model", estimator)])
+    metadata.json    task, target, features (name, kind, ...), column typing, classes, framework,
+                     versions, and the sha256 of every other file
+    train_stats.pb   TFDV statistics of the training split (the next run's drift reference)
+    schema.pbtxt     the TFDV schema of the training data (serving environment: no target)
 
 Training writes it, evaluation and the local deploy target verify and load it, and the model server
 loads exactly the same directory, so serving applies exactly what training fitted.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -65,14 +69,20 @@ class ServableModel:
         return self.metadata["sha256"][MODEL_FILE]
 
     # --- persistence ---
-    def save(self, directory: str | Path) -> dict[str, Any]:
-        """Write the model directory atomically; returns the metadata written (with its hash)."""
+    def save(self, directory: str | Path, files: dict[str, str | Path] | None = None) -> dict[str, Any]:
+        """Write the model directory atomically; returns the metadata written (with the hashes).
+
+        ``files``: more files the model carries (name in the directory -> source path), such as the
+        training data's statistics and schema; each is hashed and checked on every load like the model.
+        """
         with atomic_dir(directory) as tmp:
             joblib.dump(self.pipeline, tmp / MODEL_FILE)
+            for name, source in (files or {}).items():
+                shutil.copyfile(source, tmp / name)
             meta = dict(self.metadata)
             meta["format_version"] = FORMAT_VERSION
             meta["versions"] = package_versions()
-            meta["sha256"] = {MODEL_FILE: sha256_file(tmp / MODEL_FILE)}
+            meta["sha256"] = {name: sha256_file(tmp / name) for name in sorted([MODEL_FILE, *(files or {})])}
             (tmp / METADATA_FILE).write_text(
                 json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
             )
@@ -87,13 +97,7 @@ class ServableModel:
         model_file = directory / MODEL_FILE
         if not model_file.is_file():
             raise ModelArtifactError(f"model artifact {directory} has no {MODEL_FILE}")
-        expected = (meta.get("sha256") or {}).get(MODEL_FILE)
-        actual = sha256_file(model_file)
-        if expected != actual:
-            raise ModelArtifactError(
-                f"model artifact {directory} fails its integrity check: {MODEL_FILE} has sha256 {actual}, "
-                f"metadata.json says {expected}"
-            )
+        check_files(directory, meta)
         if check_versions:
             here = package_versions()
             wrong = {
@@ -126,8 +130,10 @@ class ServableModel:
             col = df[feature["name"]]
             if feature["kind"] == "numeric":
                 columns[feature["name"]] = pd.to_numeric(col, errors="raise").astype("float64")
-            else:
+            elif feature["kind"] == "categorical":
                 columns[feature["name"]] = col.astype("object").where(col.notna(), np.nan)
+            else:  # boolean, datetime: the fitted preprocessing's first step reads the raw values
+                columns[feature["name"]] = col.astype("object")
         return pd.DataFrame(columns, index=df.index)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -139,6 +145,29 @@ class ServableModel:
             index = self.predict_proba(df).argmax(axis=1)
             return np.asarray(self.classes, dtype=object)[index]
         return self.pipeline.predict(self.frame(df))
+
+
+def artifact_files(meta: dict[str, Any]) -> list[str]:
+    """Every file of a model directory: those its metadata hashes, and the metadata itself."""
+    return sorted({MODEL_FILE, *(meta.get("sha256") or {})}) + [METADATA_FILE]
+
+
+def check_files(directory: str | Path, meta: dict[str, Any]) -> None:
+    """Every file the metadata lists is there with the sha256 it says (the model file always is listed)."""
+    directory = Path(directory)
+    hashes = meta.get("sha256") or {}
+    if MODEL_FILE not in hashes:
+        raise ModelArtifactError(f"model artifact {directory}: {METADATA_FILE} has no sha256 of {MODEL_FILE}")
+    for name, expected in sorted(hashes.items()):
+        path = directory / name
+        if not path.is_file():
+            raise ModelArtifactError(f"model artifact {directory} has no {name}")
+        actual = sha256_file(path)
+        if expected != actual:
+            raise ModelArtifactError(
+                f"model artifact {directory} fails its integrity check: {name} has sha256 {actual}, "
+                f"metadata.json says {expected}"
+            )
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 from components.common.errors import ModelArtifactError
 from components.common.io import atomic_file
 from components.common.logs import get_logger
-from components.common.servable import METADATA_FILE, MODEL_FILE, ServableModel, read_metadata
+from components.common.servable import ServableModel, artifact_files, read_metadata
 
 log = get_logger("deploy")
 LATEST_FILE = "LATEST"
@@ -84,7 +84,7 @@ def publish_local(
     staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=root))
     staging.chmod(0o755)
     try:
-        for name in (MODEL_FILE, METADATA_FILE):
+        for name in artifact_files(model.metadata):
             shutil.copy2(Path(model_dir) / name, staging / name)
         record = {"published_at": datetime.now(UTC).isoformat(timespec="seconds"), "source": str(model_dir)}
         record.update(deployment or {})

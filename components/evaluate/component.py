@@ -24,16 +24,18 @@ def evaluate(
     """
     import math
 
+    from components.common.stage import failure_note
     from components.evaluate.core import evaluate as run
 
-    result = run(
-        model_dir=model.path,
-        test_path=test_data.path,
-        thresholds=thresholds,
-        baseline_model_uri=baseline_model_uri,
-        baseline_tolerance=baseline_tolerance,
-        report_path=report.path,
-    )
+    with failure_note(report.path):
+        result = run(
+            model_dir=model.path,
+            test_path=test_data.path,
+            thresholds=thresholds,
+            baseline_model_uri=baseline_model_uri,
+            baseline_tolerance=baseline_tolerance,
+            report_path=report.path,
+        )
     for name, value in result.metrics.items():
         if not math.isnan(value):
             metrics.log_metric(name, value)

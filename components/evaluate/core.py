@@ -1,29 +1,27 @@
 """Evaluation: metrics on the held-out test split and the quality gate that decides deployment.
 
-The gate blesses a model only when every configured threshold holds and, if a baseline model is
-given, when the model is no worse than the baseline (within a tolerance) on each gated metric.
-With no thresholds configured it refuses to bless.
+The gate blesses a model only when it beats the trivial model (class shares / the train mean), every
+threshold holds (the task's defaults when none are configured) and, if a baseline model is given,
+when the model is no worse than the baseline (within a tolerance) on each gated metric.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
+from components.common.champion import local_model_dir
 from components.common.errors import InputDataError, ModelArtifactError
-from components.common.io import REMOTE_SCHEMES, atomic_file, read_parquet, resolve_uri
+from components.common.io import atomic_file, read_parquet
 from components.common.logs import get_logger
 from components.common.metrics import classification_metrics, regression_metrics
 from components.common.servable import ServableModel
-from components.config import METRIC_DIRECTIONS, check_thresholds
+from components.config import DEFAULT_THRESHOLDS, METRIC_DIRECTIONS, check_thresholds
 
 log = get_logger("evaluate")
 
@@ -68,17 +66,51 @@ def score(model: ServableModel, test: pd.DataFrame) -> tuple[dict[str, float], d
     return classification_metrics(y_idx, proba), {"y": y_idx, "proba": proba}
 
 
+def trivial_metrics(model: ServableModel, test: pd.DataFrame) -> dict[str, float] | None:
+    """The test metrics of the trivial model (the train class shares for every row / the train mean);
+    None for a model that does not record its training target (built before it did)."""
+    summary = model.metadata.get("target_summary")
+    if not summary:
+        return None
+    y = test[model.metadata["target"]]
+    if model.task == "regression":
+        return regression_metrics(y.to_numpy(dtype=float), np.full(len(y), summary["mean"]))
+    counts = np.array([summary["class_counts"][str(c)] for c in model.classes], dtype=float)
+    shares = np.clip(counts / counts.sum(), 1e-15, None)
+    index = {value: i for i, value in enumerate(model.classes)}
+    return classification_metrics(y.map(index).to_numpy(dtype=np.int64), np.tile(shares, (len(y), 1)))
+
+
+# the metric the model must beat the trivial model on (strictly): proper scoring, any class balance
+TRIVIAL_METRIC = {"classification": "log_loss", "regression": "rmse"}
+
+
 def gate(
     task: str,
     metrics: dict[str, float],
     thresholds: dict[str, float],
     baseline_metrics: dict[str, float] | None,
     tolerance: float,
+    trivial: dict[str, float] | None = None,
 ) -> list[Check]:
+    """Every check of the gate: the model beats the trivial model, meets every threshold (the task's
+    defaults when none are configured) and, with a baseline, is no worse than it within ``tolerance``."""
     directions = METRIC_DIRECTIONS[task]
-    if not thresholds:
-        return [Check("thresholds", False, "no thresholds configured: the gate refuses to bless without any")]
+    thresholds = thresholds or DEFAULT_THRESHOLDS[task]
     checks = []
+    if trivial is not None:
+        name = TRIVIAL_METRIC[task]
+        value, base = metrics[name], trivial[name]
+        ok = value < base if directions[name] == "min" else value > base
+        what = "class shares" if task == "classification" else "the train mean"
+        checks.append(
+            Check(
+                f"trivial:{name}",
+                bool(ok),
+                f"{name} = {value:.4f} {'better than' if ok else 'not better than'} {base:.4f} of the trivial "
+                f"model (predicting {what})",
+            )
+        )
     for name, bound in sorted(thresholds.items()):
         value = metrics[name]
         if directions[name] == "max":
@@ -98,24 +130,8 @@ def gate(
 
 
 def load_baseline(uri: str) -> ServableModel:
-    path = resolve_uri(uri)
-    if not path.startswith(REMOTE_SCHEMES):
-        if not Path(path).exists():
-            raise ModelArtifactError(f"baseline model {uri!r} does not exist")
-        return ServableModel.load(path)
-    import fsspec
-
-    local = Path(tempfile.mkdtemp(prefix="baseline-"))
-    try:
-        fs, remote = fsspec.core.url_to_fs(path)
-        fs.get(remote.rstrip("/") + "/", str(local), recursive=True)
-        return ServableModel.load(local)
-    except ModelArtifactError:
-        raise
-    except Exception as exc:
-        raise ModelArtifactError(f"baseline model {uri!r} cannot be fetched: {exc}") from exc
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+    with local_model_dir(uri, "baseline model") as directory:
+        return ServableModel.load(directory)
 
 
 def evaluate(
@@ -147,7 +163,11 @@ def evaluate(
             "baseline on the same split: %s", ", ".join(f"{k}={v:.4f}" for k, v in baseline_metrics.items())
         )
 
-    checks = gate(task, metrics, thresholds, baseline_metrics, baseline_tolerance)
+    thresholds = thresholds or dict(DEFAULT_THRESHOLDS[task])
+    log.info("gate thresholds: %s", thresholds)
+    checks = gate(
+        task, metrics, thresholds, baseline_metrics, baseline_tolerance, trivial_metrics(model, test)
+    )
     blessed = all(c.passed for c in checks)
     result = EvaluationResult(
         task=task,

@@ -1,7 +1,7 @@
 """Send an example request to a running model server and print the answer (``make predict``).
 
     python -m components.serving.example_request                      # V1 and V2, 3 demo rows
-    python -m components.serving.example_request --url http://127.0.0.1:8080 --model_name penguins --rows 5
+    python -m components.serving.example_request --url http://127.0.0.1:8080 --model_name penguins-species --rows 5
 
 The rows come from the demo data (Palmer penguins), with the model's features taken from the
 server's V2 metadata, so the request always matches the model being served.
@@ -31,7 +31,7 @@ def example_rows(features: list[dict], rows: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8080")
-    parser.add_argument("--model_name", default="penguins")
+    parser.add_argument("--model_name", default="penguins-species")
     parser.add_argument("--rows", type=int, default=3)
     args = parser.parse_args(argv)
     base = f"{args.url}/v2/models/{args.model_name}"

@@ -41,9 +41,11 @@ class FastPredictor:
         if (
             preprocess is None
             or self.estimator is None
-            or list(preprocess.named_steps) != ["columns", "float32"]
+            or list(preprocess.named_steps) not in (["derive", "columns", "float32"], ["columns", "float32"])
         ):
-            raise UnsupportedPipeline("expected Pipeline(preprocess=[columns, float32], model)")
+            raise UnsupportedPipeline("expected Pipeline(preprocess=[derive, columns, float32], model)")
+        # booleans and datetimes become numbers first (the same functions the request parser applies)
+        self.derive = preprocess.named_steps.get("derive")
         columns = preprocess.named_steps["columns"]
         fitted = {name: (step, cols) for name, step, cols in columns.transformers_}
         self.n_outputs = len(columns.get_feature_names_out())
@@ -70,7 +72,8 @@ class FastPredictor:
             self._categorical_slice = columns.output_indices_["categorical"]
             self._encoders = self._probe_encoder(step, len(cols))
         self._kernel, self.kernel_name = estimator_kernel(self.estimator, model.task)
-        unknown = set(model.feature_names) - set(self.numeric_names) - set(self.categorical_names)
+        derived = self.derive.get_feature_names_out() if self.derive is not None else model.feature_names
+        unknown = set(derived) - set(self.numeric_names) - set(self.categorical_names)
         if unknown:
             raise UnsupportedPipeline(f"features {sorted(unknown)} are not in the fitted preprocessing")
 
@@ -145,7 +148,9 @@ class FastPredictor:
         return self._kernel(self.matrix(numeric, categorical))
 
     def split_frame(self, df) -> tuple[list[list[float]], list[list[str | None]]]:
-        """A DataFrame of features (training column names) as ``predict``'s arguments."""
+        """A DataFrame of raw features (training column names) as ``predict``'s arguments."""
+        if self.derive is not None:
+            df = self.derive.transform(df)
         numeric = [df[name].to_numpy(dtype=np.float64).tolist() for name in self.numeric_names]
         categorical = [[category_text(v) for v in df[name].tolist()] for name in self.categorical_names]
         return numeric, categorical

@@ -50,8 +50,12 @@ class TabularModel(Model):
     def load(self) -> bool:
         servable = ServableModel.load(self.model_dir)
         predictor = FastPredictor(servable)
+        meta = servable.metadata
         self.schema = Schema(
-            servable.metadata["features"], predictor.numeric_names, predictor.categorical_names
+            meta["features"],
+            predictor.numeric_names,
+            predictor.categorical_names,
+            ignored=[meta["target"], *(meta.get("dropped_columns") or {})],
         )
         self.servable, self.predictor = servable, predictor
         meta = servable.metadata
@@ -75,8 +79,9 @@ class TabularModel(Model):
     def get_input_types(self) -> list[dict]:
         if self.schema is None:
             return []
+        datatypes = {"numeric": "FP64", "boolean": "BOOL"}
         return [
-            {"name": f.name, "datatype": "FP64" if f.kind == "numeric" else "BYTES", "shape": [-1]}
+            {"name": f.name, "datatype": datatypes.get(f.kind, "BYTES"), "shape": [-1]}
             for f in self.schema.features
         ]
 

@@ -16,6 +16,7 @@ import orjson
 
 from components.common.columns import sanitize_column_name
 from components.common.errors import InputDataError
+from components.common.features import FeatureValueError, derive_column, derived_columns
 from components.serving.fast import category_text
 
 MAX_ROWS = 100_000
@@ -29,7 +30,8 @@ class RequestError(ValueError):
 @dataclass(frozen=True)
 class Feature:
     name: str
-    kind: str  # "numeric" | "categorical"
+    kind: str  # "numeric" | "categorical" | "boolean" | "datetime"
+    spec: tuple = ()  # datetime: (format, parts)
 
 
 @dataclass
@@ -46,12 +48,25 @@ class Schema:
     """The model's features, in training order, and how to read request values for them."""
 
     def __init__(
-        self, features: Sequence[dict], numeric_names: Sequence[str], categorical_names: Sequence[str]
+        self,
+        features: Sequence[dict],
+        numeric_names: Sequence[str],
+        categorical_names: Sequence[str],
+        ignored: Sequence[str] = (),
     ):
-        self.features = [Feature(f["name"], f["kind"]) for f in features]
+        """``features``: the model's raw features (metadata); ``numeric_names``/``categorical_names``: the
+        columns the fitted preprocessing imputes/scales and one-hot encodes (booleans and datetimes
+        become numeric columns first); ``ignored``: names a request may carry that the model does not take
+        (the target, and columns training dropped such as ids), read and dropped."""
+        self.features = [
+            Feature(f["name"], f["kind"], (f["format"], tuple(f["parts"])) if f["kind"] == "datetime" else ())
+            for f in features
+        ]
         self.names = [f.name for f in self.features]
         self.numeric_names = list(numeric_names)
         self.categorical_names = list(categorical_names)
+        self.ignored = frozenset(ignored) - set(self.names)
+        self._derived = [f for f in self.features if f.kind in ("boolean", "datetime")]
         # request names -> training names, checked once per layout (sanitizing costs more than the model)
         self._clean_names: dict[Any, str] = {}
         self._record_layouts: dict[tuple, dict[str, str]] = {}
@@ -102,8 +117,9 @@ class Schema:
             if clean in columns:
                 raise RequestError(f"input {name!r} is given twice")
             values = self._flat(name, shape, data)
-            columns[clean] = values
             lengths.add(len(values))
+            if clean not in self.ignored:
+                columns[clean] = values
         self._check_names(set(columns), "inputs")
         if len(lengths) != 1:
             raise RequestError(f"all inputs must have the same number of rows; got {sorted(lengths)}")
@@ -131,7 +147,7 @@ class Schema:
 
     def _check_names(self, given: set[str], what: str) -> None:
         missing = [n for n in self.names if n not in given]
-        unknown = sorted(given - set(self.names))
+        unknown = sorted(given - set(self.names) - self.ignored)
         problems = []
         if missing:
             problems.append(f"missing features {missing}")
@@ -148,18 +164,21 @@ class Schema:
             if mapping is None:
                 mapping = self._record_layout(keys, index)
             for key, value in record.items():
-                columns[mapping[key]].append(value)
+                name = mapping[key]
+                if name is not None:
+                    columns[name].append(value)
         return columns
 
-    def _record_layout(self, keys: tuple, index: int) -> dict[str, str]:
-        """Record keys -> training names, for one order of keys; checked once, then remembered."""
-        mapping: dict[str, str] = {}
+    def _record_layout(self, keys: tuple, index: int) -> dict[str, str | None]:
+        """Record keys -> training names (None: ignored), for one order of keys; checked once, then remembered."""
+        mapping: dict[str, str | None] = {}
         for key in keys:
             clean = self._clean(key)
             if clean in mapping.values():
                 raise RequestError(f"instance {index}: two keys name feature {clean!r}")
             mapping[key] = clean
         self._check_names(set(mapping.values()), f"instance {index}")
+        mapping = {key: (None if clean in self.ignored else clean) for key, clean in mapping.items()}
         _remember(self._record_layouts, keys, mapping)
         return mapping
 
@@ -199,6 +218,10 @@ class Schema:
         return data
 
     def _batch(self, columns: dict[str, list], rows: int) -> Batch:
+        if self._derived:
+            columns = dict(columns)
+            for feature in self._derived:
+                columns.update(_derive(feature, columns.pop(feature.name)))
         numeric = [_numbers(name, columns[name]) for name in self.numeric_names]
         categorical = [_texts(name, columns[name]) for name in self.categorical_names]
         return Batch(numeric=numeric, categorical=categorical, rows=rows)
@@ -208,6 +231,25 @@ def _remember(memo: dict, key: Any, value: Any) -> None:
     if len(memo) >= _MEMO_SIZE:
         memo.clear()  # a client sending ever-new layouts gets the uncached speed, not unbounded memory
     memo[key] = value
+
+
+def _derive(feature: Feature, values: list) -> dict[str, list[float]]:
+    """A boolean or datetime feature's request values -> its numeric columns, as in training."""
+    spec = {"name": feature.name, "kind": feature.kind}
+    if feature.kind == "datetime":
+        spec.update(format=feature.spec[0], parts=list(feature.spec[1]))
+    for index, value in enumerate(values):
+        if isinstance(value, list | dict) or (
+            isinstance(value, float) and not math.isfinite(value) and value == value
+        ):
+            raise RequestError(
+                f"feature {feature.name!r}: row {index} is {value!r}; it takes one {feature.kind}"
+            )
+    try:
+        derived = derive_column(spec, values)
+    except FeatureValueError as exc:
+        raise RequestError(f"feature {feature.name!r}: {exc}") from exc
+    return dict(zip(derived_columns(spec), derived, strict=True))
 
 
 def _numbers(name: str, values: list) -> list[float]:

@@ -11,6 +11,8 @@ def train(
     transformed_train: Input[Dataset],
     transformed_eval: Input[Dataset],
     transform_graph: Input[Artifact],
+    statistics: Input[Artifact],
+    schema: Input[Artifact],
     candidates: list,
     max_trials: int,
     max_seconds: float,
@@ -20,21 +22,28 @@ def train(
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Select scikit-learn/XGBoost candidates by cross-validation under a budget; write the servable model."""
+    """Select scikit-learn/XGBoost candidates by cross-validation under a budget; write the servable model
+    (the fitted preprocessing and estimator, with the train split's TFDV statistics and the schema)."""
+    import os
+
+    from components.common.stage import failure_note
     from components.train.core import train as run
 
-    result = run(
-        transformed_train_path=transformed_train.path,
-        transformed_eval_path=transformed_eval.path,
-        transform_dir=transform_graph.path,
-        candidates=candidates,
-        max_trials=max_trials,
-        max_seconds=max_seconds,
-        cv_folds=cv_folds,
-        search_sample_rows=search_sample_rows,
-        seed=seed,
-        model_dir=model.path,
-    )
+    with failure_note(model.path):
+        result = run(
+            transformed_train_path=transformed_train.path,
+            transformed_eval_path=transformed_eval.path,
+            transform_dir=transform_graph.path,
+            candidates=candidates,
+            max_trials=max_trials,
+            max_seconds=max_seconds,
+            cv_folds=cv_folds,
+            search_sample_rows=search_sample_rows,
+            seed=seed,
+            model_dir=model.path,
+            train_stats_path=os.path.join(statistics.path, "train.pb"),
+            schema_path=schema.path,
+        )
     meta = result.model_metadata
     model.metadata.update(
         {
@@ -46,6 +55,7 @@ def train(
             "classes": [str(c) for c in meta["classes"]],
             "versions": meta["versions"],
             "sha256": meta["sha256"]["model.joblib"],
+            "files": sorted(meta["sha256"]),
             "params": meta["params"],
         }
     )

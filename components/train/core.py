@@ -128,6 +128,14 @@ def search(
     return trials, stopped_by
 
 
+def target_summary(task: str, y: np.ndarray, classes: list) -> dict[str, Any]:
+    """What the trivial model knows: class counts (it predicts their shares) or the mean (regression)."""
+    if task == "classification":
+        counts = np.bincount(y.astype(np.int64), minlength=len(classes))
+        return {"class_counts": {str(c): int(n) for c, n in zip(classes, counts, strict=True)}}
+    return {"mean": float(np.mean(y)), "std": float(np.std(y))}
+
+
 def train(
     *,
     transformed_train_path: str,
@@ -140,7 +148,15 @@ def train(
     search_sample_rows: int,
     seed: int,
     model_dir: str,
+    train_stats_path: str = "",
+    schema_path: str = "",
 ) -> TrainResult:
+    """Search, refit the winner on all train rows, and write the servable model to ``model_dir``.
+
+    ``train_stats_path``/``schema_path``: validation's statistics of the train split and the schema; the
+    model carries them (``train_stats.pb``, ``schema.pbtxt``) for the next run's drift check, batch
+    prediction and monitoring.
+    """
     spec = TransformSpec.load(transform_dir)
     task = spec.task
     check_candidates(task, candidates)
@@ -198,9 +214,16 @@ def train(
             "cv_score": {SCORING[task]: best.cv_score},
             "eval_metrics": eval_metrics,
             "train_rows": int(len(y_train)),
+            "target_summary": target_summary(task, y_train, spec.classes),
+            "dropped_columns": spec.dropped_columns,
         },
     )
-    meta = model.save(model_dir)
+    carried = {
+        name: path
+        for name, path in (("train_stats.pb", train_stats_path), ("schema.pbtxt", schema_path))
+        if path
+    }
+    meta = model.save(model_dir, files=carried)
     log.info("model artifact written: %s (sha256 %s)", model_dir, meta["sha256"]["model.joblib"][:12])
     return TrainResult(
         best=best,

@@ -17,19 +17,22 @@ def transform(
     transformed_train: Output[Dataset],
     transformed_eval: Output[Dataset],
 ):
-    """Fit imputation, scaling and one-hot encoding on the train split; transform train and eval."""
+    """Fit the preprocessing on the train split (booleans and datetimes to numbers, imputation, scaling,
+    one-hot encoding, as ingestion typed the columns); transform train and eval."""
+    from components.common.stage import failure_note
     from components.transform.core import fit_transform
 
-    spec = fit_transform(
-        train_path=train_data.path,
-        eval_path=eval_data.path,
-        target=target,
-        task=task,
-        max_categories=max_categories,
-        transform_dir=transform_graph.path,
-        transformed_train_path=transformed_train.path,
-        transformed_eval_path=transformed_eval.path,
-    )
+    with failure_note(transform_graph.path):
+        spec = fit_transform(
+            train_path=train_data.path,
+            eval_path=eval_data.path,
+            target=target,
+            task=task,
+            max_categories=max_categories,
+            transform_dir=transform_graph.path,
+            transformed_train_path=transformed_train.path,
+            transformed_eval_path=transformed_eval.path,
+        )
     transform_graph.metadata.update(
         {"features": [f["name"] for f in spec.features], "model_inputs": len(spec.output_features)}
     )

@@ -1,13 +1,14 @@
-"""Transformation: imputation, scaling and one-hot encoding, fitted on the train split only.
+"""Transformation: derived numbers, imputation, scaling and one-hot encoding, fitted on the train split only.
 
-The fitted ``ColumnTransformer`` is saved as the transform artifact; training puts it, unchanged,
-in front of the chosen estimator inside the one servable model artifact.
+The fitted preprocessing (booleans and datetimes to numbers as ingestion typed them, then a
+``ColumnTransformer``) is saved as the transform artifact; training puts it, unchanged, in front of the
+chosen estimator inside the one servable model artifact.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import joblib
@@ -19,7 +20,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from components.common.errors import InputDataError
-from components.common.io import atomic_dir, read_parquet, write_parquet
+from components.common.features import KINDS, DeriveFeatures, model_columns
+from components.common.io import atomic_dir, read_parquet, read_table_metadata, write_parquet
 from components.common.logs import get_logger
 
 log = get_logger("transform")
@@ -35,9 +37,12 @@ class TransformSpec:
 
     task: str
     target: str
-    features: list[dict]  # {"name", "kind": numeric|categorical, "dtype"}
+    features: list[
+        dict
+    ]  # {"name", "kind": numeric|categorical|boolean|datetime, "dtype"[, "format", "parts"]}
     output_features: list[str]
     classes: list
+    dropped_columns: dict[str, str] = field(default_factory=dict)  # ingestion's: name -> why
 
     def save(self, directory: Path) -> None:
         (directory / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2, default=str))
@@ -55,16 +60,24 @@ def as_text(frame):
     return text
 
 
-def feature_kinds(df: pd.DataFrame, target: str) -> list[dict]:
+def feature_kinds(df: pd.DataFrame, target: str, column_types: dict[str, dict] | None = None) -> list[dict]:
+    """The raw features in column order, each with the kind ingestion decided (``column_types``) or,
+    for a table typed elsewhere, the kind its dtype implies (numbers numeric, the rest categorical)."""
+    column_types = column_types or {}
     features = []
     for name in df.columns:
         if name == target:
             continue
         col = df[name]
-        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-        features.append(
-            {"name": name, "kind": "numeric" if numeric else "categorical", "dtype": str(col.dtype)}
-        )
+        typed = column_types.get(name)
+        if typed:
+            feature = {"name": name, "kind": typed["kind"], "dtype": str(col.dtype)}
+            if typed["kind"] == "datetime":
+                feature.update(format=typed["format"], parts=list(typed["parts"]))
+        else:
+            numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+            feature = {"name": name, "kind": "numeric" if numeric else "categorical", "dtype": str(col.dtype)}
+        features.append(feature)
     return features
 
 
@@ -74,8 +87,8 @@ def as_float32(matrix):
 
 
 def build_preprocessor(features: list[dict], max_categories: int) -> Pipeline:
-    numeric = [f["name"] for f in features if f["kind"] == "numeric"]
-    categorical = [f["name"] for f in features if f["kind"] == "categorical"]
+    """derive (booleans and datetimes to numbers) -> columns (impute, scale, one-hot) -> float32."""
+    numeric, categorical = model_columns(features)
     numeric_steps = Pipeline(
         [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler())]
     )
@@ -103,7 +116,11 @@ def build_preprocessor(features: list[dict], max_categories: int) -> Pipeline:
         verbose_feature_names_out=True,
     )
     return Pipeline(
-        [("columns", columns), ("float32", FunctionTransformer(as_float32, feature_names_out="one-to-one"))]
+        [
+            ("derive", DeriveFeatures(features)),
+            ("columns", columns),
+            ("float32", FunctionTransformer(as_float32, feature_names_out="one-to-one")),
+        ]
     )
 
 
@@ -134,15 +151,13 @@ def fit_transform(
         raise InputDataError(
             f"target column {target!r} is not in the train split; columns are {list(train.columns)}"
         )
-    features = feature_kinds(train, target)
-    kinds = {k: [f["name"] for f in features if f["kind"] == k] for k in ("numeric", "categorical")}
+    table_meta = read_table_metadata(train_path)
+    features = feature_kinds(train, target, table_meta.get("column_types"))
+    kinds = {k: [f["name"] for f in features if f["kind"] == k] for k in KINDS}
     log.info(
-        "fitting on %d train rows: %d numeric %s, %d categorical %s",
+        "fitting on %d train rows: %s",
         len(train),
-        len(kinds["numeric"]),
-        kinds["numeric"],
-        len(kinds["categorical"]),
-        kinds["categorical"],
+        "; ".join(f"{len(names)} {kind} {names}" for kind, names in kinds.items() if names),
     )
 
     preprocessor = build_preprocessor(features, max_categories)
@@ -151,7 +166,12 @@ def fit_transform(
     output_features = [str(n) for n in preprocessor.get_feature_names_out()]
     classes = sorted(train[target].unique().tolist(), key=str) if task == "classification" else []
     spec = TransformSpec(
-        task=task, target=target, features=features, output_features=output_features, classes=classes
+        task=task,
+        target=target,
+        features=features,
+        output_features=output_features,
+        classes=classes,
+        dropped_columns=dict(table_meta.get("dropped_columns") or {}),
     )
 
     y_train = encode_target(train[target], task, classes)
