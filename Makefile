@@ -9,7 +9,8 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen --all-extras
 ARGS ?=
 
-MODEL ?= penguins
+# The demo's model name (<source>-<target>, see the run summary); `make serve MODEL=<name>` for yours.
+MODEL ?= penguins-species
 PORT ?= 8080
 # Container images: `make images REGISTRY=my.registry/team TAG=1.2.0`. The compiled pipeline refers to
 # $(REGISTRY)/pipeline:$(TAG) (compile with the same KFP_TABULAR_REGISTRY / KFP_TABULAR_TAG).

@@ -7,6 +7,7 @@ any subset of the fields overrides the defaults (``load_config``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,29 +27,54 @@ CANDIDATES = {
 }
 
 
+# The gate when no thresholds are configured: conventional bars for "a useful model" that hold for any
+# ordinary table (ROC AUC 0.8: good discrimination; R2 0.5: explains half the variance). Every gate also
+# requires beating the trivial model (class frequencies / the train mean), see components/evaluate.
+DEFAULT_THRESHOLDS = {"classification": {"roc_auc": 0.8}, "regression": {"r2": 0.5}}
+COLUMN_KINDS = ("numeric", "categorical", "boolean", "datetime", "id", "text")
+
+
 class TabularConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # --- data ---
     source_uri: str = Field(
-        "demo://penguins", description="CSV/Parquet path or file://, http(s)://, s3://, gs:// URI"
+        "demo://penguins",
+        description="CSV/Parquet path, a folder of Parquet files, or a file://, http(s)://, s3://, gs:// URI",
     )
     file_format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str = Field("auto", description="CSV delimiter; auto: detected from the first lines")
+    missing_values: list[str] = Field(
+        default_factory=list,
+        description="extra texts that mean 'missing' (e.g. '?', '-'); NA, n/a, null already do",
+    )
     target: str = Field("species", description="target column (name as in the source or sanitized)")
     task: Task = "classification"
     drop_columns: list[str] = Field(default_factory=list, description="columns to ignore (ids, leaks)")
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="column -> numeric|categorical|boolean|datetime|id|text, overriding the inferred kind "
+        "(id and text columns are dropped)",
+    )
+    non_finite: Literal["error", "missing"] = Field(
+        "error", description="infinite numbers: stop the run (error) or treat them as missing values"
+    )
     eval_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
 
     # --- validation (TFDV) ---
-    schema_uri: str = Field("", description="curated TFDV schema (pbtxt); empty: infer from the train split")
+    schema_uri: str = Field("", description="curated TFDV schema (pbtxt); empty: infer from the table")
     drift_threshold: float = Field(
-        0.3,
+        0.2,
         ge=0,
-        description="train/eval drift bound for every feature (L-inf for categorical, JS for numeric); 0 disables",
+        description="bound on drift of the training data against the data the current model was trained on "
+        "(Jensen-Shannon divergence for numeric, L-infinity distance for categorical features); 0 disables",
     )
     drift_thresholds: dict[str, float] = Field(default_factory=dict, description="per-feature drift bounds")
+    drift_action: Literal["stop", "warn"] = Field(
+        "stop", description="what drift beyond the bounds does: stop the run, or warn and go on (retraining)"
+    )
 
     # --- transform ---
     max_categories: int = Field(
@@ -68,15 +94,18 @@ class TabularConfig(BaseModel):
 
     # --- evaluation gate ---
     thresholds: dict[str, float] = Field(
-        default_factory=lambda: {"accuracy": 0.9, "f1_macro": 0.9},
-        description="metric -> bound; 'min' metrics (log_loss, rmse, mae) are upper bounds, others lower bounds",
+        default_factory=dict,
+        description="metric -> bound; 'min' metrics (log_loss, rmse, mae) are upper bounds, others lower bounds; "
+        f"empty: the task's default {DEFAULT_THRESHOLDS}",
     )
     baseline_model_uri: str = Field("", description="a blessed model to beat (no worse than it); empty: none")
     baseline_tolerance: float = Field(0.0, ge=0, description="how much worse than the baseline still passes")
 
     # --- deployment ---
     deploy_target: Literal["local", "kserve"] = Field("local", description="where a blessed model goes")
-    model_name: str = "penguins"
+    model_name: str = Field(
+        "", description="name of the served model (a DNS label); empty: <source file name>-<target>"
+    )
     kserve_namespace: str = Field(
         "kfp-tabular", description="namespace of the InferenceService (kserve target)"
     )
@@ -99,10 +128,16 @@ class TabularConfig(BaseModel):
     @field_validator("model_name")
     @classmethod
     def _dns_name(cls, value: str) -> str:
-        import re
+        if value:
+            check_model_name(value)
+        return value
 
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
-            raise ValueError("must be a DNS-1123 label (lower-case letters, digits, '-'), as KServe requires")
+    @field_validator("column_types")
+    @classmethod
+    def _kinds(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = {k: v for k, v in value.items() if v not in COLUMN_KINDS}
+        if bad:
+            raise ValueError(f"{bad}: each kind must be one of {list(COLUMN_KINDS)}")
         return value
 
     @model_validator(mode="after")
@@ -113,9 +148,49 @@ class TabularConfig(BaseModel):
         check_candidates(self.task, self.candidates)
         return self
 
+    def resolved(self) -> TabularConfig:
+        """A copy with the defaults that depend on other fields filled in (model name, thresholds)."""
+        return self.model_copy(
+            update={
+                "model_name": self.model_name or default_model_name(self.source_uri, self.target),
+                "thresholds": self.thresholds or dict(DEFAULT_THRESHOLDS[self.task]),
+            }
+        )
+
     def pipeline_arguments(self) -> dict[str, Any]:
         """The arguments of ``tabular_pipeline`` (every field is a parameter of the same name)."""
         return self.model_dump()
+
+
+MODEL_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+MODEL_NAME_DERIVED_MAX = 45  # KServe derives longer names from it (<name>-predictor, canaries)
+
+
+def check_model_name(value: str) -> str:
+    if not MODEL_NAME.fullmatch(value):
+        raise ValueError(
+            f"model_name {value!r} must be a DNS-1035 label (lower-case letters, digits and '-', starting "
+            "with a letter, at most 63 characters), as KServe requires"
+        )
+    return value
+
+
+def default_model_name(source_uri: str, target: str) -> str:
+    """``data/House Prices.csv`` + ``SalePrice`` -> ``house-prices-saleprice``: a DNS-1035 label."""
+    stem = source_uri.strip().rstrip("/").split("?", 1)[0]
+    stem = stem.removeprefix("demo://").rsplit("/", 1)[-1]
+    for suffix in (".gz", ".csv", ".txt", ".parquet", ".pq"):
+        stem = stem.removesuffix(suffix)
+
+    def label(text: str) -> str:
+        return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
+
+    stem, target_label = label(stem), label(target)
+    name = f"{stem}-{target_label}" if stem and stem != target_label else (stem or target_label)
+    name = name[:MODEL_NAME_DERIVED_MAX].strip("-")
+    if not name or not name[0].isalpha():
+        name = f"m-{name}".strip("-")
+    return name
 
 
 def check_thresholds(task: str, thresholds: dict[str, float]) -> None:

@@ -3,7 +3,8 @@
     python -m pipelines.local_run                       # the demo: Palmer penguins species
     python -m pipelines.local_run --config my.yaml      # another table: any TabularConfig fields
     python -m pipelines.local_run --source-uri data.csv --target price --task regression \
-        --threshold r2=0.6
+        --drop-columns customer_id --threshold r2=0.6
+    python -m pipelines.local_run --help                # every option (one per configuration field)
 
 Exit status: 0 blessed and deployed, 3 the gate refused to bless (nothing deployed), 1 a stage failed.
 """
@@ -12,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
 
 from components.common.errors import KfpTabularError
+from components.common.stage import read_failure
 from components.config import TabularConfig, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
@@ -68,10 +72,28 @@ def summarize(run_dir: Path) -> tuple[list[str], bool | None]:
             f"-> train {int(rows['train'])} / eval {int(rows['eval'])} / test {int(rows['test'])} "
             f"(source sha256 {train['source_sha256'][:12]})"
         )
+        lines += ["             " + line for line in column_lines(train)]
     if "validate" in out:
         schema = out["validate"]["artifacts"]["schema"]
+        stats = out["validate"]["artifacts"]["statistics"]["metadata"]
         origin = "inferred (curate it and pass schema_uri)" if schema["metadata"].get("inferred") else "given"
         lines.append(f"  validate   no anomalies; schema {origin}: {schema['uri']}")
+        if stats.get("reference_model"):
+            drift = stats.get("drift") or {}
+            largest = max(drift.items(), key=lambda kv: kv[1], default=None)
+            lines.append(
+                f"             drift against the current model's data ({stats['reference_model']}): "
+                + (f"largest {largest[0]} {largest[1]:.3g}" if largest else "not measured")
+                + (
+                    f"; beyond bounds (drift_action warn): {', '.join(stats['drifted'])}"
+                    if stats.get("drifted")
+                    else ""
+                )
+            )
+        else:
+            lines.append("             no current model to check drift against (first run)")
+        for warning in stats.get("warnings") or []:
+            lines.append(f"             warning: {warning}")
         lines.append(
             f"             statistics report: {out['validate']['artifacts']['statistics_report']['uri']}"
         )
@@ -98,10 +120,38 @@ def summarize(run_dir: Path) -> tuple[list[str], bool | None]:
         lines.append(f"             report: {out['evaluate']['artifacts']['report']['uri']}")
     if "deploy" in out:
         params = out["deploy"]["parameters"]
-        lines.append(f"  deploy     version {int(params['version'])} at {params['model_uri']}")
+        name = out["ingest"]["parameters"].get("model_name", "") if "ingest" in out else ""
+        lines.append(f"  deploy     {name} version {int(params['version'])} at {params['model_uri']}")
     elif blessed is False:
         lines.append("  deploy     skipped: the model was not blessed")
     return lines, blessed
+
+
+def column_lines(meta: dict[str, Any], shown: int = 6) -> list[str]:
+    """What ingestion did to the columns and rows, for the summary."""
+    by_kind: dict[str, list[str]] = {}
+    for name, kind in (meta.get("column_types") or {}).items():
+        by_kind.setdefault(kind, []).append(name)
+
+    def names(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+    kept = [f"{len(v)} {k} ({names(v)})" for k, v in by_kind.items() if k not in ("id", "text")]
+    lines = ["columns: " + "; ".join(kept)] if kept else []
+    dropped = meta.get("dropped_columns") or {}
+    if dropped:
+        lines.append(
+            "dropped columns: " + "; ".join(f"{n} ({why.split(':')[0]})" for n, why in dropped.items())
+        )
+    if meta.get("dropped_rows_missing_target"):
+        lines.append(
+            f"dropped {int(meta['dropped_rows_missing_target'])} of {int(meta['source_rows'])} rows: "
+            "the target is missing"
+        )
+    if meta.get("non_finite"):
+        detail = ", ".join(f"{k} ({int(v)})" for k, v in meta["non_finite"].items())
+        lines.append(f"infinite values made missing (non_finite: missing): {detail}")
+    return lines
 
 
 def failed_stage(run_dir: Path | None) -> str:
@@ -111,45 +161,72 @@ def failed_stage(run_dir: Path | None) -> str:
     return next((s for s in STAGES if s not in done), "deploy")
 
 
+# Command-line options beyond the configuration's own fields (one option per field, generated below).
+EXTRA_ALIASES = {"thresholds": "--threshold", "column_types": "--column-type"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.local_run", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML file with TabularConfig fields (see pipelines/configs/)")
-    parser.add_argument("--source-uri", help="CSV/Parquet path or URI (default: the penguins demo)")
-    parser.add_argument("--target", help="target column")
-    parser.add_argument("--task", choices=["classification", "regression"])
-    parser.add_argument("--max-trials", type=int, help="hyperparameter search budget in trials")
-    parser.add_argument("--max-seconds", type=float, help="hyperparameter search budget in seconds")
-    parser.add_argument(
-        "--threshold", action="append", metavar="METRIC=VALUE", help="gate threshold (repeatable)"
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.local_run",
+        description=__doc__.split("\n")[0],
+        epilog="Every option but --config and --pipeline-root is a field of the configuration "
+        "(components/config.py:TabularConfig); options override the --config file, which overrides the defaults. "
+        "Lists are comma-separated (--drop-columns id,email); mappings are repeated KEY=VALUE "
+        "(--threshold r2=0.6 --threshold rmse=10).",
     )
-    parser.add_argument("--model-name", help="name of the deployed model")
-    parser.add_argument("--model-repository", help="local model repository (default: ./model_repository)")
+    parser.add_argument("--config", help="YAML file with TabularConfig fields (see pipelines/configs/)")
     parser.add_argument("--pipeline-root", default="local_outputs", help="where kfp.local writes artifacts")
+    for name, field in TabularConfig.model_fields.items():
+        flags = [f"--{name.replace('_', '-')}"] + ([EXTRA_ALIASES[name]] if name in EXTRA_ALIASES else [])
+        help_text = (
+            field.description or ""
+        ) + f" (default: {field.get_default(call_default_factory=True)!r})"
+        annotation, options = field.annotation, {}
+        origin = typing.get_origin(annotation)
+        if origin is typing.Literal:
+            options = {"choices": list(typing.get_args(annotation))}
+        elif origin is list:
+            options = {"type": _comma_list, "metavar": "A,B"}
+        elif origin is dict:
+            options = {"action": "append", "metavar": "KEY=VALUE"}
+        elif annotation in (int, float):
+            options = {"type": annotation}
+        parser.add_argument(*flags, dest=name, default=None, help=help_text.replace("%", "%%"), **options)
     return parser.parse_args(argv)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _mapping(name: str, items: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    numeric = typing.get_args(TabularConfig.model_fields[name].annotation)[1] is float
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KfpTabularError(f"--{name.replace('_', '-')} takes KEY=VALUE, not {item!r}")
+        try:
+            values[key.strip()] = float(value) if numeric else value.strip()
+        except ValueError as exc:
+            raise KfpTabularError(f"--{name.replace('_', '-')} {item!r}: {value!r} is not a number") from exc
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> TabularConfig:
+    overrides = {}
+    for name in TabularConfig.model_fields:
+        value = getattr(args, name)
+        if value is not None and typing.get_origin(TabularConfig.model_fields[name].annotation) is dict:
+            value = _mapping(name, value)
+        overrides[name] = value
+    return load_config(args.config, **overrides).resolved()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        thresholds = None
-        if args.threshold:
-            thresholds = {}
-            for item in args.threshold:
-                name, sep, value = item.partition("=")
-                if not sep:
-                    raise KfpTabularError(f"--threshold takes METRIC=VALUE, not {item!r}")
-                thresholds[name.strip()] = float(value)
-        config = load_config(
-            args.config,
-            source_uri=args.source_uri,
-            target=args.target,
-            task=args.task,
-            max_trials=args.max_trials,
-            max_seconds=args.max_seconds,
-            thresholds=thresholds,
-            model_name=args.model_name,
-            model_repository=args.model_repository,
-        )
+        config = config_from_args(args)
     except (KfpTabularError, ValueError) as exc:
         print(f"kfp-tabular: configuration error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -157,24 +234,31 @@ def main(argv: list[str] | None = None) -> int:
     config.model_repository = str(Path(config.model_repository).expanduser().resolve())
     print(
         f"kfp-tabular: running the pipeline locally on {config.source_uri} (target {config.target!r}, "
-        f"{config.task})",
+        f"{config.task}); model name {config.model_name!r}; gate {config.thresholds}",
         flush=True,
     )
     started, started_at = time.perf_counter(), time.time()
     try:
         run_dir = run_pipeline(config, args.pipeline_root)
-    except Exception as exc:  # kfp.local raises RuntimeError naming the failed task; the log above has why
-        stage = failed_stage(newest_run(args.pipeline_root, since=started_at))
+    except (
+        Exception
+    ) as exc:  # kfp.local raises RuntimeError naming the failed task; the stage left its reason
+        run_dir = newest_run(args.pipeline_root, since=started_at)
+        stage = failed_stage(run_dir)
+        reason = (read_failure(run_dir / stage) if run_dir else "") or ANSI.sub("", str(exc)).strip()
         print(
-            f"\nkfp-tabular: FAILED at stage '{stage}' after {time.perf_counter() - started:.0f}s: {exc}",
+            f"\nkfp-tabular: FAILED at stage '{stage}' after {time.perf_counter() - started:.0f}s: {reason}",
             file=sys.stderr,
         )
-        print("kfp-tabular: the stage's log above says what is wrong; nothing was deployed.", file=sys.stderr)
+        print("kfp-tabular: the stage's log above has the details; nothing was deployed.", file=sys.stderr)
         return EXIT_FAILED
     lines, blessed = summarize(run_dir)
     print(f"\nkfp-tabular: pipeline finished in {time.perf_counter() - started:.0f}s")
     print("\n".join(lines))
     return EXIT_OK if blessed else EXIT_NOT_BLESSED
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def newest_run(pipeline_root: str | Path, since: float = 0.0) -> Path | None:

@@ -24,15 +24,20 @@ D = TabularConfig()  # the defaults
 def tabular_pipeline(
     source_uri: str = D.source_uri,
     file_format: str = D.file_format,
+    delimiter: str = D.delimiter,
+    missing_values: list = D.missing_values,
     target: str = D.target,
     task: str = D.task,
     drop_columns: list = D.drop_columns,
+    column_types: dict = D.column_types,
+    non_finite: str = D.non_finite,
     eval_fraction: float = D.eval_fraction,
     test_fraction: float = D.test_fraction,
     seed: int = D.seed,
     schema_uri: str = D.schema_uri,
     drift_threshold: float = D.drift_threshold,
     drift_thresholds: dict = D.drift_thresholds,
+    drift_action: str = D.drift_action,
     max_categories: int = D.max_categories,
     candidates: list = D.candidates,
     max_trials: int = D.max_trials,
@@ -53,14 +58,20 @@ def tabular_pipeline(
     data = ingest(
         source_uri=source_uri,
         file_format=file_format,
+        delimiter=delimiter,
+        missing_values=missing_values,
         target=target,
         task=task,
         drop_columns=drop_columns,
+        column_types=column_types,
+        non_finite=non_finite,
         eval_fraction=eval_fraction,
         test_fraction=test_fraction,
         seed=seed,
+        model_name=model_name,
     )
     target_column = data.outputs["target"]  # sanitized name
+    name = data.outputs["model_name"]  # model_name, or <source>-<target> when it is empty
     checks = validate(
         train_data=data.outputs["train_data"],
         eval_data=data.outputs["eval_data"],
@@ -69,6 +80,11 @@ def tabular_pipeline(
         schema_uri=schema_uri,
         drift_threshold=drift_threshold,
         drift_thresholds=drift_thresholds,
+        drift_action=drift_action,
+        baseline_model_uri=baseline_model_uri,  # compared with the current model's training data
+        deploy_target=deploy_target,
+        model_repository=model_repository,
+        model_name=name,
     )
     features = transform(
         train_data=data.outputs["train_data"],
@@ -76,11 +92,13 @@ def tabular_pipeline(
         target=target_column,
         task=task,
         max_categories=max_categories,
-    ).after(checks)  # anomalies stop the run before anything is fitted
+    ).after(checks)  # problems in the data stop the run before anything is fitted
     trained = train(
         transformed_train=features.outputs["transformed_train"],
         transformed_eval=features.outputs["transformed_eval"],
         transform_graph=features.outputs["transform_graph"],
+        statistics=checks.outputs["statistics"],  # carried in the model: the next run's drift reference
+        schema=checks.outputs["schema"],
         candidates=candidates,
         max_trials=max_trials,
         max_seconds=max_seconds,
@@ -91,7 +109,7 @@ def tabular_pipeline(
     gate = evaluate(
         model=trained.outputs["model"],
         test_data=data.outputs["test_data"],
-        thresholds=thresholds,
+        thresholds=thresholds,  # empty: the task's defaults
         baseline_model_uri=baseline_model_uri,
         baseline_tolerance=baseline_tolerance,
     )
@@ -100,7 +118,7 @@ def tabular_pipeline(
             model=trained.outputs["model"],
             test_data=data.outputs["test_data"],  # smoke-test rows (kserve target)
             deploy_target=deploy_target,
-            model_name=model_name,
+            model_name=name,
             model_repository=model_repository,
             kserve_namespace=kserve_namespace,
             kserve_deployment_mode=kserve_deployment_mode,

@@ -28,6 +28,7 @@ def assert_demo_outputs(out: dict, repo: Path, *, trials: int = 12) -> None:
         "eval.pb",
         "test.pb",
         "train.pb",
+        "validation.json",
     ]
     assert "<html" in Path(validate["statistics_report"]["uri"]).read_text().lower()
 
@@ -46,5 +47,12 @@ def assert_demo_outputs(out: dict, repo: Path, *, trials: int = 12) -> None:
     assert "**BLESSED**" in Path(evaluation["report"]["uri"]).read_text()
 
     deployed = Path(out["deploy"]["parameters"]["model_uri"])
-    assert deployed == repo / "penguins" / "1"
-    assert ServableModel.load(deployed).sha256 == model["metadata"]["sha256"]
+    assert out["ingest"]["parameters"]["model_name"] == "penguins-species"  # derived: <source>-<target>
+    assert deployed == repo / "penguins-species" / "1"
+    served = ServableModel.load(deployed)  # every file checked against its sha256
+    assert served.sha256 == model["metadata"]["sha256"]
+    # the model carries what the next run's drift check, batch prediction and monitoring read
+    assert sorted(served.metadata["sha256"]) == ["model.joblib", "schema.pbtxt", "train_stats.pb"]
+    assert (deployed / "train_stats.pb").read_bytes() == (
+        Path(validate["statistics"]["uri"]) / "train.pb"
+    ).read_bytes()

@@ -71,22 +71,58 @@ def test_atomic_file_keeps_previous_content_on_failure(tmp_path):
 
 def test_config_defaults_run_the_demo_and_yaml_overrides(tmp_path):
     config = TabularConfig()
-    assert config.source_uri == "demo://penguins" and config.thresholds
+    assert config.source_uri == "demo://penguins" and config.thresholds == {} and config.model_name == ""
+    resolved = config.resolved()
+    assert resolved.thresholds == {"roc_auc": 0.8} and resolved.model_name == "penguins-species"
     path = tmp_path / "c.yaml"
     path.write_text("target: body_mass_g\ntask: regression\nthresholds: {r2: 0.5}\nmax_trials: 4\n")
     loaded = load_config(path, max_trials=2)
     assert (loaded.task, loaded.thresholds, loaded.max_trials) == ("regression", {"r2": 0.5}, 2)
 
 
+def test_defaults_fit_the_task_and_the_table():
+    """A regression run needs no threshold of its own, and a table gets its own model name."""
+    config = load_config(
+        None, source_uri="data/wages.csv", target="Hourly Wage", task="regression"
+    ).resolved()
+    assert config.thresholds == {"r2": 0.5}
+    assert config.model_name == "wages-hourly-wage"
+    assert load_config(None, task="regression", model_name="mine").resolved().model_name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "name"),
+    [
+        ("demo://penguins", "species", "penguins-species"),
+        ("s3://bucket/raw/House Prices.csv.gz", "SalePrice", "house-prices-saleprice"),
+        ("/data/2019.parquet", "y", "m-2019-y"),  # a DNS-1035 label starts with a letter
+        ("/data/tables/", "Target", "tables-target"),  # a folder of Parquet files
+        ("https://host/x.csv?token=abc", "y", "x-y"),
+        ("/data/" + "very_long_name_" * 5 + ".csv", "target_column", None),
+    ],
+)
+def test_default_model_name_is_a_dns_label(source, target, name):
+    from components.config import MODEL_NAME, MODEL_NAME_DERIVED_MAX, default_model_name
+
+    derived = default_model_name(source, target)
+    assert MODEL_NAME.fullmatch(derived) and len(derived) <= MODEL_NAME_DERIVED_MAX
+    if name:
+        assert derived == name
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("task: regression\n", "not regression metrics"),
+        ("task: regression\nthresholds: {accuracy: 0.9}\n", "not regression metrics"),
         ("max_trials: 0\n", "max_trials"),
         ("unknown_field: 1\n", "unknown_field"),
-        ("model_name: Not_DNS\n", "DNS-1123"),
+        ("model_name: Not_DNS\n", "DNS-1035"),
+        ("model_name: 9lives\n", "starting with a letter"),
         ("candidates: [svm]\n", "not classification models"),
         ("eval_fraction: 0.5\ntest_fraction: 0.45\n", "at least 10%"),
+        ("column_types: {x: number}\n", "column_types"),
+        ("non_finite: ignore\n", "non_finite"),
+        ("drift_action: stopp\n", "drift_action"),
         ("- a list\n", "mapping"),
     ],
 )

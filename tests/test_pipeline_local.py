@@ -56,7 +56,8 @@ def demo_runs(tmp_path_factory):
 def test_demo_run_produces_every_artifact_and_deploys(demo_runs):
     (code, output, run_dir, _), _, repo = demo_runs
     assert code == 0, output
-    assert "gate       BLESSED" in output and "deploy     version 1 at" in output
+    assert "gate       BLESSED" in output and "deploy     penguins-species version 1 at" in output
+    assert "no current model to check drift against (first run)" in output
     assert_demo_outputs(task_outputs(run_dir), repo)
 
 
@@ -76,9 +77,11 @@ def test_same_inputs_same_split_metrics_and_decision(demo_runs):
         a["evaluate"]["artifacts"]["metrics"]["metadata"] == b["evaluate"]["artifacts"]["metrics"]["metadata"]
     )
     assert a["evaluate"]["parameters"] == b["evaluate"]["parameters"]
-    # the same model is not published twice
-    assert "deploy     version 1 at" in output_b
-    assert sorted(p.name for p in (repo / "penguins").iterdir()) == ["1", "LATEST"]
+    # the second run's training data was compared with the first model's, and the same model is not
+    # published twice
+    assert "drift against the current model's data (" in output_b and "beyond bounds" not in output_b
+    assert "deploy     penguins-species version 1 at" in output_b
+    assert sorted(p.name for p in (repo / "penguins-species").iterdir()) == ["1", "LATEST"]
 
 
 def test_gate_refusing_skips_deploy(tmp_path):
@@ -126,7 +129,7 @@ BAD_INPUT = {
             tmp, make_table(200).assign(x2=lambda d: d["x2"].astype(object).where(d.index != 3, "lots"))
         ),
         "ingest",
-        "column 'x2' is numeric but 1 of its values are not numbers",
+        "column 'x2' is numeric but 1 of its 190 values are not numbers, e.g. ['lots']",
     ),
     "all-missing column": (
         lambda tmp: _csv(tmp, make_table(200).assign(blank=None)),
@@ -149,7 +152,9 @@ def test_bad_input_stops_at_its_stage_and_deploys_nothing(tmp_path, case):
     assert code == 1, output
     assert message in output
     if stage:
-        assert f"FAILED at stage '{stage}'" in output
+        [line] = [line for line in output.splitlines() if line.startswith("kfp-tabular: FAILED")]
+        assert f"FAILED at stage '{stage}' after" in line and message in line  # the reason, on one line
+        assert "\x1b[" not in line
         done = set(task_outputs(run_dir)) if run_dir.exists() else set()
         assert stage not in done and "train" not in done
         assert not (run_dir / stage / "executor_output.json").exists()
@@ -161,3 +166,61 @@ def test_executor_outputs_are_json(demo_runs):
     (_, _, run_dir, _), _, _ = demo_runs
     for path in run_dir.glob("*/executor_output.json"):
         json.loads(path.read_text())
+
+
+# --- a user's own table (issue 11) ------------------------------------------------------------------------
+
+
+def test_an_ordinary_regression_table_works_the_first_time(tmp_path):
+    """An id column, a date column, missing values and a few outliers: a sensible, named model, and a
+    summary that says what was done to the columns. Nothing but source, target and task is set."""
+    from tests.conftest import make_messy_table
+
+    df = make_messy_table(800, seed=11, task="regression")
+    df.loc[df.sample(frac=0.1, random_state=1).index, "Spend"] = None  # rows without a target
+    df.to_csv(tmp_path / "shop_customers.csv", index=False)
+    code, output, run_dir, repo = local_run(
+        tmp_path,
+        "--source-uri",
+        str(tmp_path / "shop_customers.csv"),
+        "--target",
+        "Spend",
+        "--task",
+        "regression",
+        "--max-trials",
+        "4",
+    )
+    assert code == 0, output
+    assert "model name 'shop-customers-spend'; gate {'r2': 0.5}" in output
+    assert (
+        "columns: 1 datetime (signup_date); 1 boolean (member); 2 categorical (store_id, region); 2 numeric (income, visits)"
+        in output
+    )
+    assert "dropped columns: row_id (id); email (id)" in output
+    assert "dropped 80 of 800 rows: the target is missing" in output
+    assert "gate       BLESSED: all checks passed" in output
+    assert (repo / "shop-customers-spend" / "1" / "train_stats.pb").is_file()
+
+
+def test_a_rescaled_column_between_two_runs_stops_the_second_naming_it(tmp_path):
+    from tests.conftest import make_messy_table
+
+    df = make_messy_table(600, seed=12)
+    df.to_csv(tmp_path / "customers.csv", index=False)
+    args = ["--source-uri", str(tmp_path / "customers.csv"), "--target", "Churned", "--max-trials", "2"]
+    args += ["--threshold", "roc_auc=0.5"]  # this test is about the second run: the first must deploy
+    code, output, _, repo = local_run(
+        tmp_path / "first", *args, "--model-repository", str(tmp_path / "models")
+    )
+    assert code == 0, output
+    first = sorted((tmp_path / "models" / "customers-churned").iterdir())
+    df["Income"] = df["Income"] * 1000  # a unit change upstream
+    df.to_csv(tmp_path / "customers.csv", index=False)
+    code, output, run_dir, _ = local_run(
+        tmp_path / "second", *args, "--model-repository", str(tmp_path / "models")
+    )
+    assert code == 1, output
+    [line] = [line for line in output.splitlines() if line.startswith("kfp-tabular: FAILED")]
+    assert "FAILED at stage 'validate'" in line and "train: feature 'income': DRIFT: jensen_shannon" in line
+    assert "above the reference maximum" in line
+    assert sorted((tmp_path / "models" / "customers-churned").iterdir()) == first  # nothing new deployed
