@@ -484,3 +484,30 @@ def test_missing_target_column_or_split_file_raises_input_data_error(tmp_path, t
     paths["eval"] = str(tmp_path / "b" / "missing.parquet")
     with pytest.raises(InputDataError, match="eval split not found"):
         validate_splits(paths, target="label", **outputs(tmp_path / "b" / "out"))
+
+
+def test_tfdv_start_up_noise_is_not_in_the_log(tmp_path):
+    """A fresh process (as every pipeline task is): validation's log has no protobuf, IPython or CUDA noise."""
+    import subprocess
+    import sys
+
+    paths = write_splits(tmp_path / "data", stable_frames())
+    script = (
+        "import sys; from components.validate.core import validate_splits; "
+        f"validate_splits({paths!r}, target='label', statistics_dir=sys.argv[1] + '/s', "
+        "schema_path=sys.argv[1] + '/schema', html_path=sys.argv[1] + '/h', report_path=sys.argv[1] + '/r')"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout + proc.stderr
+    for noise in ("GetPrototype", "Unable to register", "IPython", "cuda", "TF-TRT"):
+        assert noise not in log, log
+    assert "decision: PASS" in log
