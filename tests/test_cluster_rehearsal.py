@@ -1,6 +1,6 @@
 """The cluster path rehearsed without a cluster: every make target through `make -n` (nothing runs), checked for
 the order of the steps that matters and for what keeps it safe to run twice; the KServe release as `make deploy`
-applies it.
+applies it; the kind workflow.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ CLUSTER_TARGETS = [
     "undeploy",
     "test-cluster",
 ]
+WORKFLOW = REPO / ".github/workflows/e2e-kind.yml"
 
 
 def versions() -> dict[str, str]:
@@ -215,6 +216,59 @@ def test_kserve_release_is_applied_with_the_standard_mode_in_its_content(tmp_pat
     assert json.loads(config["data"]["deploy"]) == {"defaultDeploymentMode": "Standard"}
     assert config["data"]["ingress"] == RELEASE_STAND_IN[0]["data"]["ingress"]
     assert storage == RELEASE_STAND_IN[1]  # everything else as released
+
+
+# --- the kind workflow --------------------------------------------------------------------------------------
+
+
+def workflow() -> dict:
+    return yaml.load(WORKFLOW.read_text(), Loader=yaml.BaseLoader)  # `on:` stays a string key
+
+
+def steps() -> list[dict]:
+    (job,) = workflow()["jobs"].values()
+    return job["steps"]
+
+
+def step_index(predicate) -> int:
+    found = [i for i, step in enumerate(steps()) if predicate(step)]
+    assert found, "no such step"
+    return found[0]
+
+
+def test_workflow_runs_on_changes_to_everything_the_e2e_test_depends_on():
+    paths = workflow()["on"]["push"]["paths"]
+    for needed in ["tests/**", ".github/workflows/e2e-kind.yml", "Makefile", "manifests/**", "images/**"]:
+        assert needed in paths
+    for needed in ["pyproject.toml", "uv.lock", "components/**", "pipelines/**", ".dockerignore"]:
+        assert needed in paths
+
+
+def test_workflow_frees_disk_before_it_installs_or_builds_anything():
+    """As KServe's and KFP's kind workflows do: the runner's preinstalled toolchains go first (the venv with
+    TensorFlow, both images, their copies in the kind node, KFP's and KServe's images need the room)."""
+    frees = step_index(lambda s: "rm -rf /usr/local/lib/android" in s.get("run", ""))
+    text = steps()[frees]["run"]
+    for big in ["/usr/share/dotnet", "/opt/ghc", "/usr/local/.ghcup"]:
+        assert big in text
+    first_install = step_index(lambda s: "setup-python" in s.get("uses", "") or "make" in s.get("run", ""))
+    assert frees < first_install
+
+
+def test_workflow_builds_the_images_once_and_drops_the_build_leftovers():
+    runs = [s.get("run", "") for s in steps()]
+    builds = [i for i, run in enumerate(runs) if re.search(r"make (images|images-kind)\b", run)]
+    assert len(builds) == 1 and "images-kind" in runs[builds[0]]
+    tests = next(i for i, run in enumerate(runs) if "make test-cluster" in run)
+    prune = next(i for i, run in enumerate(runs) if "builder prune" in run)
+    assert builds[0] < prune < tests
+    e2e = (REPO / "tests/test_cluster_e2e.py").read_text()
+    assert not re.search(r"make\(\s*\"images", e2e), "the e2e test must not build the images again"
+
+
+def test_kind_node_image_matches_the_kubectl_the_workflow_installs():
+    node = versions()["KIND_NODE_IMAGE"].split(":")[1]
+    assert any(node in s.get("run", "") and "kubectl" in s.get("run", "") for s in steps())
 
 
 def test_rehearsal_helpers_fail_on_a_wrong_order():
