@@ -1,6 +1,6 @@
 """The cluster path rehearsed without a cluster: every make target through `make -n` (nothing runs), checked for
 the order of the steps that matters and for what keeps it safe to run twice; the KServe release as `make deploy`
-applies it; the kind workflow.
+applies it; the kind workflow; and (containers tier) the image archive `make images-kind` hands to kind.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import http.server
 import itertools
 import json
 import re
+import shlex
 import subprocess
+import tarfile
 import threading
 
 import pytest
@@ -17,7 +19,7 @@ import yaml
 
 from components.images import PIPELINE_IMAGE, SERVING_IMAGE
 from tests.conftest import REPO
-from tests.test_manifests import kubectl
+from tests.test_manifests import kubectl, render
 
 CLUSTER_TARGETS = [
     "cluster",
@@ -165,6 +167,21 @@ def test_images_reach_kind_from_the_engine_that_built_them(engine):
             rf"kind load image-archive --name kfp-tabular /x/{name}\.tar",
             rf"rm -f /x/{name}\.tar",
         )
+
+
+@pytest.mark.containers
+@pytest.mark.slow
+def test_image_archive_for_kind_holds_the_name_the_cluster_pulls(images, tmp_path):
+    """The serving image's archive, saved by the very command `make images-kind` runs, is tagged with the image
+    the ClusterServingRuntime names (imagePullPolicy IfNotPresent on kind: that tag must be in the node)."""
+    lines = dry_run("images-kind", IMAGE_ARCHIVES=str(tmp_path))  # the engine `make images` built with
+    (save,) = [cmd for line in lines for cmd in re.findall(r"\S+ save -o \S+/serving\.tar \S+", line)]
+    subprocess.run(shlex.split(save), check=True, timeout=600)
+    with tarfile.open(tmp_path / "serving.tar") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+    tags = [tag for entry in manifest for tag in entry.get("RepoTags") or []]
+    runtime = next(o for o in render("manifests/overlays/kind") if o["kind"] == "ClusterServingRuntime")
+    assert tags == [SERVING_IMAGE] == [runtime["spec"]["containers"][0]["image"]]
 
 
 # --- the KServe release, as `make deploy-kserve` applies it ------------------------------------------------
