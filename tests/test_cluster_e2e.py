@@ -87,14 +87,17 @@ def test_whole_path_deploy_upload_run_predict_and_again(cluster):
     make("deploy")
     make("deploy")  # a second time changes nothing and fails on nothing (no field-manager conflicts)
     first = make("upload")
-    assert "uploaded pipeline" in first or "uploaded version" in first
-    assert "nothing uploaded" in make("upload")  # the same YAML again: no new version
-    assert "SUCCEEDED" in make("run-cluster").upper()
+    assert "uploaded pipeline" in first or "uploaded version" in first, first
+    again = make("upload")
+    assert "nothing uploaded" in again, again  # the same YAML again: no new version
+    run = make("run-cluster")
+    assert "SUCCEEDED" in run.upper(), run
     assert_serving()
 
     make("undeploy")
     assert inference_service() is None
     make("undeploy")  # again: nothing left to delete, no error
     make("deploy")
-    assert "SUCCEEDED" in make("run-cluster").upper()  # the deploy step runs again: it is never cached
-    assert_serving()
+    run = make("run-cluster")
+    assert "SUCCEEDED" in run.upper(), run
+    assert_serving()  # the deploy step ran again: it is never served from KFP's cache
