@@ -24,15 +24,29 @@ include manifests/versions.env
 KIND_CLUSTER ?= kfp-tabular
 # Pipeline runs' service account (manifests/base/rbac.yaml), in KFP's namespace.
 RUN_SERVICE_ACCOUNT ?= kfp-tabular-runner
+CERT_MANAGER_RELEASE := https://github.com/cert-manager/cert-manager/releases/download/$(CERT_MANAGER_VERSION)
 KSERVE_RELEASE := https://github.com/kserve/kserve/releases/download/$(KSERVE_VERSION)
 KFP_MANIFESTS := github.com/kubeflow/pipelines/manifests/kustomize
+# `make images-kind`: where $(ENGINE) saves each image for `kind load image-archive` (deleted once loaded).
+IMAGE_ARCHIVES ?= $(or $(TMPDIR),/tmp)/kfp-tabular-images
 need = @command -v $(1) >/dev/null 2>&1 || { echo "error: $(1) not found on PATH: $(2)" >&2; exit 1; }
+# $(call wait-webhook,WHO,FILE): a server-side dry run of FILE (created nowhere) passes through WHO's admission
+# webhook, so it succeeds only once that webhook answers with its CA bundle injected; every 5 s, for 5 minutes.
+wait-webhook = @echo "waiting for $(1)'s admission webhook to answer (server-side dry run of $(2))"; \
+	for i in $$(seq 60); do kubectl create --dry-run=server -f $(2) >/dev/null 2>&1 && exit 0; sleep 5; done; \
+	kubectl create --dry-run=server -f $(2)
+# $(call load-image,NAME): $(ENGINE)'s own copy of the image, saved to an archive and loaded into the kind node.
+load-image = @echo "loading $(REGISTRY)/$(1):$(TAG) from $(ENGINE) into kind cluster $(KIND_CLUSTER)"; \
+	mkdir -p $(IMAGE_ARCHIVES) && $(ENGINE) save -o $(IMAGE_ARCHIVES)/$(1).tar $(REGISTRY)/$(1):$(TAG) \
+	&& kind load image-archive --name $(KIND_CLUSTER) $(IMAGE_ARCHIVES)/$(1).tar; \
+	status=$$?; rm -f $(IMAGE_ARCHIVES)/$(1).tar; exit $$status
 
 .PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving wrk serve predict images \
-	clean cluster images-kind deploy upload run-cluster predict-cluster undeploy test-cluster
+	clean cluster images-kind deploy deploy-cert-manager deploy-kserve deploy-kfp deploy-manifests upload \
+	run-cluster predict-cluster undeploy test-cluster
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 run: sync  ## run the whole pipeline locally (kfp.local) on the demo data; ARGS="--config my.yaml" for yours
 	$(RUN) python -m pipelines.local_run $(ARGS)
@@ -95,37 +109,57 @@ images:  ## build the pipeline and serving images ($(REGISTRY)/{pipeline,serving
 	$(ENGINE) build -f images/pipeline/Dockerfile -t $(REGISTRY)/pipeline:$(TAG) .
 	$(ENGINE) build -f images/serving/Dockerfile -t $(REGISTRY)/serving:$(TAG) .
 
-cluster:  ## create the kind cluster (manifests/kind/cluster.yaml, node $(KIND_NODE_IMAGE))
+cluster:  ## create the kind cluster (manifests/kind/cluster.yaml, node $(KIND_NODE_IMAGE)) unless it exists
 	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
-	@echo "creating kind cluster $(KIND_CLUSTER)"
-	kind create cluster --name $(KIND_CLUSTER) --config manifests/kind/cluster.yaml --image $(KIND_NODE_IMAGE)
+	@if kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	  echo "kind cluster $(KIND_CLUSTER) exists; kubectl context kind-$(KIND_CLUSTER)"; \
+	  kind export kubeconfig --name $(KIND_CLUSTER); \
+	else \
+	  echo "creating kind cluster $(KIND_CLUSTER)"; \
+	  kind create cluster --name $(KIND_CLUSTER) --config manifests/kind/cluster.yaml --image $(KIND_NODE_IMAGE) --wait 120s; \
+	fi
 
-images-kind: images  ## build the images and load them into the kind cluster's node
+images-kind: images  ## build the images, then load $(ENGINE)'s copies into the kind node (save + kind load image-archive)
 	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
-	@echo "loading $(REGISTRY)/pipeline:$(TAG) and $(REGISTRY)/serving:$(TAG) into kind cluster $(KIND_CLUSTER)"
-	kind load docker-image --name $(KIND_CLUSTER) $(REGISTRY)/pipeline:$(TAG) $(REGISTRY)/serving:$(TAG)
+	$(call load-image,pipeline)
+	$(call load-image,serving)
 
-deploy:  ## install cert-manager, KServe (Standard mode), KFP standalone and our manifests; wait for them
+# `make deploy` in four steps, each safe to run again (apply, never create or patch; every wait is on the state
+# the next step needs). Run one step alone to resume after a failure: its prerequisites are re-applied unchanged.
+deploy: deploy-manifests  ## install cert-manager, KServe (Standard mode), KFP standalone and our manifests; waits for each
+	@echo "done: KFP UI with 'kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80', then http://localhost:8080"
+
+deploy-cert-manager:  ## step 1 of deploy: cert-manager, until its webhook answers (KServe's Certificates and Issuer go through it)
 	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
 	@echo "installing cert-manager $(CERT_MANAGER_VERSION)"
-	kubectl apply -f https://github.com/cert-manager/cert-manager/releases/download/$(CERT_MANAGER_VERSION)/cert-manager.yaml
+	kubectl apply -f $(CERT_MANAGER_RELEASE)/cert-manager.yaml
 	kubectl wait --for=condition=Available deployment --all -n cert-manager --timeout=300s
-	@echo "installing KServe $(KSERVE_VERSION) in the Standard deployment mode (no Knative)"
-	kubectl apply --server-side -f $(KSERVE_RELEASE)/kserve.yaml
-	kubectl wait --for=condition=Available deployment --all -n kserve --timeout=300s
-	kubectl apply --server-side -f $(KSERVE_RELEASE)/kserve-cluster-resources.yaml
-	kubectl patch configmap inferenceservice-config -n kserve --type merge \
-	  -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Standard\"}"}}'
+	$(call wait-webhook,cert-manager,manifests/checks/cert-manager-webhook.yaml)
+
+deploy-kserve: deploy-cert-manager  ## step 2 of deploy: KServe's CRDs, its namespace, then the rest (as KServe's own install scripts)
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
+	@echo "installing KServe $(KSERVE_VERSION) in the Standard deployment mode (no Knative): CRDs first"
+	kubectl apply --server-side --force-conflicts --field-manager=kfp-tabular-crds -f $(KSERVE_RELEASE)/kserve-crds.yaml
+	kubectl wait --for=condition=Established --timeout=120s -f $(KSERVE_RELEASE)/kserve-crds.yaml
+	kubectl apply --server-side -f manifests/kserve/namespace.yaml
+	kubectl apply --server-side -k manifests/kserve
+	kubectl wait --for=condition=Available deployment/kserve-controller-manager -n kserve --timeout=300s
+	$(call wait-webhook,KServe,manifests/checks/kserve-webhook.yaml)
+
+deploy-kfp:  ## step 3 of deploy: KFP standalone, its cluster-scoped resources (CRDs), then the rest
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
 	@echo "installing Kubeflow Pipelines $(KFP_VERSION) (standalone)"
 	kubectl apply -k "$(KFP_MANIFESTS)/cluster-scoped-resources?ref=$(KFP_VERSION)"
 	kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
 	kubectl apply -k "$(KFP_MANIFESTS)/env/platform-agnostic?ref=$(KFP_VERSION)"
 	kubectl wait --for=condition=Available deployment --all -n kubeflow --timeout=900s
+
+deploy-manifests: deploy-kserve deploy-kfp  ## step 4 of deploy: ours, a ClusterServingRuntime (KServe) and RBAC in kubeflow (KFP)
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
 	@echo "installing kfp-tabular (namespace, RBAC, storage credentials, ClusterServingRuntime)"
 	kubectl apply -k manifests/overlays/kind
-	@echo "done: KFP UI with 'kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80', then http://localhost:8080"
 
-upload: check-compile  ## upload pipelines/tabular_pipeline.yaml to the KFP API as a new pipeline version
+upload: check-compile  ## upload pipelines/tabular_pipeline.yaml to KFP as pipeline "kfp-tabular" (a new version only if it changed)
 	$(RUN) python -m pipelines.cluster upload
 
 run-cluster:  ## start a run of the newest pipeline version (deploy_target=kserve, service account kfp-tabular-runner) and wait for it
@@ -134,11 +168,13 @@ run-cluster:  ## start a run of the newest pipeline version (deploy_target=kserv
 predict-cluster:  ## port-forward to the InferenceService and send an example V1 and V2 request
 	$(RUN) python -m pipelines.cluster predict --model_name $(MODEL)
 
-undeploy:  ## delete our InferenceServices and manifests (KFP, KServe and cert-manager stay)
+undeploy:  ## delete our InferenceServices and manifests (KFP, KServe and cert-manager stay); waits until they are gone
 	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
-	@echo "deleting InferenceServices in kfp-tabular and the kfp-tabular manifests"
-	-kubectl delete inferenceservices --all -n kfp-tabular --ignore-not-found
-	kubectl delete -k manifests/overlays/kind --ignore-not-found
+	@echo "deleting the InferenceServices in kfp-tabular, then the kfp-tabular manifests (waits until they are gone)"
+	@if kubectl get crd inferenceservices.serving.kserve.io >/dev/null 2>&1; then \
+	  kubectl delete inferenceservices.serving.kserve.io --all -n kfp-tabular --ignore-not-found --wait --timeout=300s; \
+	fi
+	kubectl delete -k manifests/overlays/kind --ignore-not-found --wait --timeout=300s
 
 test-cluster: sync  ## the e2e test on the current kubectl context (skips when no cluster is reachable)
 	$(RUN) pytest -m cluster -v

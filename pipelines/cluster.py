@@ -24,6 +24,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+import yaml
+
 from pipelines.compile import PIPELINE_YAML
 
 PIPELINE_NAME = "kfp-tabular"
@@ -86,12 +88,30 @@ def kfp_host(host: str | None) -> Iterator[str]:
 
 
 def upload(client, version_name: str) -> tuple[str, str]:
-    """A new version of the pipeline (the pipeline itself on first upload); returns (pipeline id, version id)."""
+    """The compiled pipeline as the newest version of pipeline "kfp-tabular"; returns (pipeline id, version id).
+
+    The first upload creates the pipeline, and KFP creates its first version from the same file (named after the
+    pipeline); a later one adds a version named ``version_name``, unless the newest version already holds exactly
+    this pipeline spec: then nothing is uploaded, so uploading twice in a row adds nothing.
+    """
     pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
     if pipeline_id is None:
-        pipeline = client.upload_pipeline(str(PIPELINE_YAML), pipeline_name=PIPELINE_NAME)
-        pipeline_id = pipeline.pipeline_id
-        print(f"uploaded pipeline {PIPELINE_NAME!r} ({pipeline_id})")
+        pipeline_id = client.upload_pipeline(str(PIPELINE_YAML), pipeline_name=PIPELINE_NAME).pipeline_id
+        first = newest_version(client, pipeline_id)
+        print(
+            f"uploaded pipeline {PIPELINE_NAME!r} ({pipeline_id}) "
+            f"with its first version {first.display_name!r} ({first.pipeline_version_id})"
+        )
+        return pipeline_id, first.pipeline_version_id
+    newest = newest_version(client, pipeline_id)
+    if newest is not None:
+        spec = client.get_pipeline_version(pipeline_id, newest.pipeline_version_id).pipeline_spec
+        if spec == yaml.safe_load(PIPELINE_YAML.read_text()):
+            print(
+                f"version {newest.display_name!r} ({newest.pipeline_version_id}) of {PIPELINE_NAME!r} "
+                f"already holds {PIPELINE_YAML.name}: nothing uploaded"
+            )
+            return pipeline_id, newest.pipeline_version_id
     version = client.upload_pipeline_version(
         str(PIPELINE_YAML), pipeline_version_name=version_name, pipeline_id=pipeline_id
     )
@@ -99,13 +119,19 @@ def upload(client, version_name: str) -> tuple[str, str]:
     return pipeline_id, version.pipeline_version_id
 
 
-def latest_version(client, pipeline_id: str) -> str:
+def newest_version(client, pipeline_id: str):
+    """The pipeline's most recently created version, or None."""
     versions = client.list_pipeline_versions(
         pipeline_id, sort_by="created_at desc", page_size=1
     ).pipeline_versions
-    if not versions:
+    return versions[0] if versions else None
+
+
+def latest_version(client, pipeline_id: str) -> str:
+    version = newest_version(client, pipeline_id)
+    if version is None:
         raise SystemExit(f"error: pipeline {PIPELINE_NAME!r} has no versions: run `make upload` first")
-    return versions[0].pipeline_version_id
+    return version.pipeline_version_id
 
 
 def predictor_service(namespace: str, name: str) -> str:

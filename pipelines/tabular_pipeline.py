@@ -17,6 +17,19 @@ from components.validate.component import validate
 
 D = TabularConfig()  # the defaults
 
+# Caching on a KFP cluster, stage by stage. KFP's cache key is a task's input artifacts and parameters, image and
+# command: it cannot see anything outside KFP's artifact store, so a stage that reads or changes such state is
+# never cached. (Since ingest runs every time and makes new artifacts, a re-run recomputes every stage.)
+CACHING = {
+    "ingest": False,  # reads source_uri: an s3://, gs:// or http(s):// table can change under the same URI
+    "validate": False,  # reads schema_uri: a curated schema can change under the same URI
+    "transform": True,  # a function of its input artifacts and parameters alone
+    "train": True,  # likewise (a search cut short by max_seconds is still a valid answer for those inputs)
+    "evaluate": False,  # reads baseline_model_uri: the model it must beat can change under the same URI
+    "deploy": False,  # side effects outside KFP: an InferenceService, a model repository
+}
+
+
 
 @dsl.pipeline(
     name="kfp-tabular", description="Raw CSV/Parquet table to a validated, evaluated, deployed model."
@@ -69,7 +82,7 @@ def tabular_pipeline(
         test_fraction=test_fraction,
         seed=seed,
         model_name=model_name,
-    )
+    ).set_caching_options(CACHING["ingest"])
     target_column = data.outputs["target"]  # sanitized name
     name = data.outputs["model_name"]  # model_name, or <source>-<target> when it is empty
     checks = validate(
@@ -85,7 +98,7 @@ def tabular_pipeline(
         deploy_target=deploy_target,
         model_repository=model_repository,
         model_name=name,
-    )
+    ).set_caching_options(CACHING["validate"])
     features = transform(
         train_data=data.outputs["train_data"],
         eval_data=data.outputs["eval_data"],
@@ -93,6 +106,7 @@ def tabular_pipeline(
         task=task,
         max_categories=max_categories,
     ).after(checks)  # problems in the data stop the run before anything is fitted
+    features.set_caching_options(CACHING["transform"])
     trained = train(
         transformed_train=features.outputs["transformed_train"],
         transformed_eval=features.outputs["transformed_eval"],
@@ -105,14 +119,14 @@ def tabular_pipeline(
         cv_folds=cv_folds,
         search_sample_rows=search_sample_rows,
         seed=seed,
-    )
+    ).set_caching_options(CACHING["train"])
     gate = evaluate(
         model=trained.outputs["model"],
         test_data=data.outputs["test_data"],
         thresholds=thresholds,  # empty: the task's defaults
         baseline_model_uri=baseline_model_uri,
         baseline_tolerance=baseline_tolerance,
-    )
+    ).set_caching_options(CACHING["evaluate"])
     with dsl.If(gate.outputs["Output"] == True, name="model-blessed"):  # noqa: E712 (a KFP condition, not Python)
         deploy(
             model=trained.outputs["model"],
@@ -124,4 +138,4 @@ def tabular_pipeline(
             kserve_deployment_mode=kserve_deployment_mode,
             canary_traffic_percent=canary_traffic_percent,
             deploy_timeout_seconds=deploy_timeout_seconds,
-        )
+        ).set_caching_options(CACHING["deploy"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +142,37 @@ def penguins_model(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("penguins_model")
     model = build_model(tmp, "demo://penguins", target="species", task="classification")
     return model, tmp / "test.parquet"
+
+
+# --- the containers tier: one engine, images built once per session ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """A Docker-compatible engine (the Docker SDK's ``from_env``: ``DOCKER_HOST`` or the default socket)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # no SDK, no socket, daemon down: all mean "no engine here"
+        pytest.skip(
+            f"no Docker-compatible engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}): {exc}"
+        )
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def images(engine):
+    """`make images`, as a user would run it; each image must then exist under its exact name."""
+    from components.images import PIPELINE_IMAGE, SERVING_IMAGE
+
+    started = time.perf_counter()
+    proc = subprocess.run(["make", "images"], cwd=REPO, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    print(f"make images: {time.perf_counter() - started:.0f}s")
+    tags = {tag for image in engine.images.list() for tag in image.tags}
+    for image in (PIPELINE_IMAGE, SERVING_IMAGE):
+        assert image in tags, f"{image} not built; have {sorted(tags)}"
+    return engine

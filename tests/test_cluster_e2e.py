@@ -1,7 +1,11 @@
 """End to end on a real Kubernetes cluster (marker ``cluster``): install, upload, run, predict over REST.
 
-Runs against the current kubeconfig context (a kind cluster made by ``make cluster``; see
-.github/workflows/e2e-kind.yml) and skips, saying why, when no cluster is reachable.
+Runs against the current kubeconfig context (a kind cluster made by ``make cluster``, with the images loaded by
+``make images-kind``; see .github/workflows/e2e-kind.yml) and skips, saying why, when no cluster is reachable.
+It builds nothing: the images must already be in the node (it fails early, saying so, when they are not).
+
+Besides the happy path it checks what a user does next: every target run a second time (deploy, upload), and a
+run after ``make undeploy`` deploys again (the deploy step is never served from KFP's cache).
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import subprocess
 
 import pytest
 
+from components.images import PIPELINE_IMAGE, SERVING_IMAGE
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+NAMESPACE, MODEL = "kfp-tabular", "penguins"
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +46,58 @@ def make(target: str, timeout: int = 3600) -> str:
     return output
 
 
-def test_whole_path_deploy_upload_run_predict(cluster):
-    if (
-        shutil.which("kind")
-        and "kind-"
-        in subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True).stdout
-    ):
-        make("images-kind")
-    make("deploy")
-    assert "uploaded version" in make("upload")
-    assert "SUCCEEDED" in make("run-cluster").upper()
-
+def node_images() -> set[str]:
+    """The images the nodes report holding (status.images: the kubelet lists the largest first)."""
     from kubernetes import client
 
-    isvc = client.CustomObjectsApi().get_namespaced_custom_object(
-        "serving.kserve.io", "v1beta1", "kfp-tabular", "inferenceservices", "penguins"
-    )
+    return {
+        name for node in client.CoreV1Api().list_node().items for i in node.status.images for name in i.names
+    }
+
+
+def inference_service() -> dict | None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return client.CustomObjectsApi().get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def assert_serving() -> None:
+    isvc = inference_service()
+    assert isvc is not None, "the run succeeded but no InferenceService was deployed"
     conditions = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
     assert conditions.get("Ready") == "True", isvc["status"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith("s3://")
-
     answer = make("predict-cluster")
     assert answer.count("-> HTTP 200") == 2 and '"label"' in answer
+
+
+def test_whole_path_deploy_upload_run_predict_and_again(cluster):
+    held = node_images()
+    missing = {PIPELINE_IMAGE, SERVING_IMAGE} - {name.removeprefix("docker.io/") for name in held}
+    assert not missing, f"not in the cluster's nodes: {sorted(missing)}; run `make images-kind` first"
+
+    make("deploy")
+    make("deploy")  # a second time changes nothing and fails on nothing (no field-manager conflicts)
+    first = make("upload")
+    assert "uploaded pipeline" in first or "uploaded version" in first, first
+    again = make("upload")
+    assert "nothing uploaded" in again, again  # the same YAML again: no new version
+    run = make("run-cluster")
+    assert "SUCCEEDED" in run.upper(), run
+    assert_serving()
+
+    make("undeploy")
+    assert inference_service() is None
+    make("undeploy")  # again: nothing left to delete, no error
+    make("deploy")
+    run = make("run-cluster")
+    assert "SUCCEEDED" in run.upper(), run
+    assert_serving()  # the deploy step ran again: it is never served from KFP's cache

@@ -32,3 +32,42 @@ def test_compiled_pipeline_shape():
     inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(inner) == {"deploy"}
     assert tabular_pipeline.name == "kfp-tabular"
+
+
+def component_tasks(spec: dict) -> dict[str, dict]:
+    """Every task that runs a container, by stage name, wherever it sits (root DAG or inside dsl.If)."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    tasks = {}
+    for dag in dags:
+        for task in dag["tasks"].values():
+            component = spec["components"][task["componentRef"]["name"]]
+            if "executorLabel" in component:
+                tasks[task["taskInfo"]["name"]] = task
+    return tasks
+
+
+def test_caching_policy_is_decided_for_every_stage_and_compiled():
+    """KFP caches a task when its compiled cachingOptions say so (enableCache; absent means off). A step that
+    reads or changes state outside KFP must never be served from cache: after `make undeploy`, a cached deploy
+    would report SUCCEEDED and deploy nothing; a cached ingest would serve a stale table from an s3:// URI."""
+    from pipelines.tabular_pipeline import CACHING
+
+    assert set(CACHING) == STAGES, "every stage needs an explicit caching decision"
+    assert CACHING["deploy"] is False and CACHING["ingest"] is False
+    tasks = component_tasks(yaml.safe_load(PIPELINE_YAML.read_text()))
+    assert set(tasks) == STAGES
+    compiled = {
+        name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()
+    }
+    assert compiled == CACHING
+
+
+def test_readme_states_the_caching_policy():
+    import re
+
+    from pipelines.tabular_pipeline import CACHING
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\w+) \| (cached|never cached) \|", readme, re.M))
+    assert rows == {stage: "cached" if on else "never cached" for stage, on in CACHING.items()}

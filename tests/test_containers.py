@@ -3,12 +3,13 @@
 
 Skips, saying why, where no Docker-compatible engine is reachable (the Docker SDK's ``from_env``:
 ``DOCKER_HOST`` or the default socket). CI provides podman through ../shared/tools/container-engine.sh.
+The ``engine`` and ``images`` fixtures (tests/conftest.py) build the images once per session, for every
+containers-tier test (tests/test_kserve_runtime.py, tests/test_cluster_rehearsal.py too).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import httpx
@@ -20,39 +21,10 @@ from components.common.servable import ServableModel
 from components.config import TabularConfig
 from components.images import PIPELINE_IMAGE, SERVING_IMAGE
 from pipelines.local_run import newest_run, task_outputs
-from tests.conftest import REPO
 from tests.pipeline_checks import assert_demo_outputs
 from tests.test_serving_server import NAME, features, free_port, v2_named
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def engine():
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # no SDK, no socket, daemon down: all mean "no engine here"
-        pytest.skip(
-            f"no Docker-compatible engine reachable (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}): {exc}"
-        )
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def images(engine):
-    """`make images`, as a user would run it; each image must then exist under its exact name."""
-    started = time.perf_counter()
-    proc = subprocess.run(["make", "images"], cwd=REPO, capture_output=True, text=True, timeout=3600)
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    print(f"make images: {time.perf_counter() - started:.0f}s")
-    tags = {tag for image in engine.images.list() for tag in image.tags}
-    for image in (PIPELINE_IMAGE, SERVING_IMAGE):
-        assert image in tags, f"{image} not built; have {sorted(tags)}"
-    return engine
 
 
 @pytest.mark.parametrize("image", [PIPELINE_IMAGE, SERVING_IMAGE])
