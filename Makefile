@@ -12,6 +12,9 @@ ARGS ?=
 # The demo's model name (<source>-<target>, see the run summary); `make serve MODEL=<name>` for yours.
 MODEL ?= penguins-species
 PORT ?= 8080
+UI_PORT ?= 5000
+# Local tracking and registry (MLflow): one SQLite file and an artifact folder in ./mlflow, as `make run` makes them.
+TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow/mlflow.db
 # Container images: `make images REGISTRY=my.registry/team TAG=1.2.0`. The compiled pipeline refers to
 # $(REGISTRY)/pipeline:$(TAG) (compile with the same KFP_TABULAR_REGISTRY / KFP_TABULAR_TAG).
 REGISTRY ?= ghcr.io/kfp-tabular
@@ -41,7 +44,7 @@ load-image = @echo "loading $(REGISTRY)/$(1):$(TAG) from $(ENGINE) into kind clu
 	&& kind load image-archive --name $(KIND_CLUSTER) $(IMAGE_ARCHIVES)/$(1).tar; \
 	status=$$?; rm -f $(IMAGE_ARCHIVES)/$(1).tar; exit $$status
 
-.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving wrk serve predict images \
+.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving wrk serve predict images ui rollback versions \
 	clean cluster images-kind deploy deploy-cert-manager deploy-kserve deploy-kfp deploy-manifests upload \
 	run-cluster predict-cluster undeploy test-cluster
 
@@ -51,8 +54,19 @@ help:  ## list the targets
 run: sync  ## run the whole pipeline locally (kfp.local) on the demo data; ARGS="--config my.yaml" for yours
 	$(RUN) python -m pipelines.local_run $(ARGS)
 
-serve: sync  ## serve the newest locally deployed model (after `make run`) on 127.0.0.1:$(PORT)
-	$(RUN) python -m components.serving --model_name $(MODEL) --model_repository model_repository --host 127.0.0.1 --http_port $(PORT)
+serve: sync  ## serve the registry's champion of $(MODEL) on 127.0.0.1:$(PORT), following it as it moves
+	$(RUN) python -m components.serving --model_name $(MODEL) --model_uri models:/$(MODEL)@champion \
+	  --tracking_uri $(TRACKING_URI) --host 127.0.0.1 --http_port $(PORT)
+
+ui: sync  ## the MLflow UI on 127.0.0.1:$(UI_PORT): every run, its metrics and reports, the registered versions
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT) (experiment $(MODEL); Models tab: versions and the champion alias)"
+	$(RUN) mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+rollback: sync  ## make the previous champion of $(MODEL) the champion again (TO=<version> for another); `make serve` follows
+	$(RUN) python -m components.registry rollback --model-name $(MODEL) --tracking-uri $(TRACKING_URI) $(if $(TO),--to $(TO))
+
+versions: sync  ## list the registered versions of $(MODEL), the champion and its history
+	$(RUN) python -m components.registry versions --model-name $(MODEL) --tracking-uri $(TRACKING_URI)
 
 predict: sync  ## send an example V1 and V2 request from the demo data to `make serve`
 	$(RUN) python -m components.serving.example_request --url http://127.0.0.1:$(PORT) --model_name $(MODEL)
@@ -179,5 +193,5 @@ undeploy:  ## delete our InferenceServices and manifests (KFP, KServe and cert-m
 test-cluster: sync  ## the e2e test on the current kubectl context (skips when no cluster is reachable)
 	$(RUN) pytest -m cluster -v
 
-clean:  ## remove local run outputs and the local model repository
-	rm -rf local_outputs model_repository benchmarks/out
+clean:  ## remove local run outputs and the local MLflow store (runs, registry, artifacts)
+	rm -rf local_outputs mlflow benchmarks/out

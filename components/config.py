@@ -31,6 +31,8 @@ CANDIDATES = {
 # ordinary table (ROC AUC 0.8: good discrimination; R2 0.5: explains half the variance). Every gate also
 # requires beating the trivial model (class frequencies / the train mean), see components/evaluate.
 DEFAULT_THRESHOLDS = {"classification": {"roc_auc": 0.8}, "regression": {"r2": 0.5}}
+# The tracking server manifests/ install on a cluster (namespace kfp-tabular, Service mlflow).
+CLUSTER_TRACKING_URI = "http://mlflow.kfp-tabular.svc.cluster.local:5000"
 COLUMN_KINDS = ("numeric", "categorical", "boolean", "datetime", "id", "text")
 
 
@@ -98,11 +100,32 @@ class TabularConfig(BaseModel):
         description="metric -> bound; 'min' metrics (log_loss, rmse, mae) are upper bounds, others lower bounds; "
         f"empty: the task's default {DEFAULT_THRESHOLDS}",
     )
-    baseline_model_uri: str = Field("", description="a blessed model to beat (no worse than it); empty: none")
-    baseline_tolerance: float = Field(0.0, ge=0, description="how much worse than the baseline still passes")
+    baseline_model_uri: str = Field(
+        "",
+        description="a model to compare with instead of the registry's champion (a model directory, URI, or "
+        "models:/<name>/<version>); empty: the champion",
+    )
+    baseline_tolerance: float = Field(
+        0.0, ge=0, description="how much worse than the champion (or baseline) a model may be and still pass"
+    )
+
+    # --- tracking and registry (MLflow) ---
+    mlflow_tracking_uri: str = Field(
+        CLUSTER_TRACKING_URI,
+        description="MLflow tracking server (runs and the model registry); the local runner's default is a "
+        "SQLite store in ./mlflow",
+    )
+    mlflow_artifacts_destination: str = Field(
+        "s3://mlflow",
+        description="the tracking server's --artifacts-destination: where KServe reads a version's files",
+    )
 
     # --- deployment ---
-    deploy_target: Literal["local", "kserve"] = Field("local", description="where a blessed model goes")
+    deploy_target: Literal["local", "kserve"] = Field(
+        "local",
+        description="where a blessed model goes: local (it becomes the registry's champion, which `make serve` "
+        "serves) or kserve (an InferenceService, then champion)",
+    )
     model_name: str = Field(
         "", description="name of the served model (a DNS label); empty: <source file name>-<target>"
     )
@@ -120,9 +143,6 @@ class TabularConfig(BaseModel):
     )
     deploy_timeout_seconds: float = Field(
         600.0, gt=0, description="how long to wait for the InferenceService"
-    )
-    model_repository: str = Field(
-        "model_repository", description="local model repository of the local deploy target"
     )
 
     @field_validator("model_name")

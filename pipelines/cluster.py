@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
     parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
     parser.add_argument("--timeout", type=int, default=3600)
-    parser.add_argument("--model_name", default="penguins")
+    parser.add_argument("--model_name", default="penguins-species")
     parser.add_argument("--namespace", default="kfp-tabular")
     parser.add_argument(
         "--service_account",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -24,9 +25,11 @@ from typing import Any
 from components.common.errors import KfpTabularError
 from components.common.stage import read_failure
 from components.config import TabularConfig, load_config
+from components.registry.tracking import local_store
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
-STAGES = ("ingest", "validate", "transform", "train", "evaluate", "deploy")
+STAGES = ("start-run", "ingest", "validate", "transform", "train", "evaluate", "register", "deploy")
+LOCAL_STORE = "mlflow"  # the local tracking store (SQLite + artifacts), in the working directory
 
 
 def run_pipeline(config: TabularConfig, pipeline_root: str | Path) -> Path:
@@ -62,6 +65,12 @@ def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
 def summarize(run_dir: Path) -> tuple[list[str], bool | None]:
     out = task_outputs(run_dir)
     lines, blessed = [f"run folder: {run_dir}"], None
+    if "start-run" in out:
+        started = out["start-run"]["parameters"]
+        lines.append(
+            f"  tracking   MLflow run {started['run_id']} in experiment {started['model_name']!r}; "
+            + (f"compared with {started['champion_uri']}" if started["champion_uri"] else "no champion yet")
+        )
     if "ingest" in out:
         train = out["ingest"]["artifacts"]["train_data"]["metadata"]
         rows = {
@@ -118,12 +127,16 @@ def summarize(run_dir: Path) -> tuple[list[str], bool | None]:
         lines.append(f"  evaluate   test: {shown}")
         lines.append(f"  gate       {'BLESSED' if blessed else 'NOT BLESSED'}: {decision['reason']}")
         lines.append(f"             report: {out['evaluate']['artifacts']['report']['uri']}")
+    if "register" in out:
+        lines.append(f"  register   {out['register']['parameters']['model_uri']}")
     if "deploy" in out:
-        params = out["deploy"]["parameters"]
-        name = out["ingest"]["parameters"].get("model_name", "") if "ingest" in out else ""
-        lines.append(f"  deploy     {name} version {int(params['version'])} at {params['model_uri']}")
+        record = out["deploy"]["artifacts"]["deployment"]["metadata"]
+        was = f"was version {record['previous']}" if record.get("previous") else "first champion"
+        if record.get("status") == "unchanged":
+            was = "already champion"
+        lines.append(f"  deploy     {record['model_uri']} is the champion ({was}; {record['target']})")
     elif blessed is False:
-        lines.append("  deploy     skipped: the model was not blessed")
+        lines.append("  deploy     skipped: the model was not blessed (the champion is unchanged)")
     return lines, blessed
 
 
@@ -230,11 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     except (KfpTabularError, ValueError) as exc:
         print(f"kfp-tabular: configuration error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    # The model repository is resolved here so the summary and `make serve` agree on one absolute path.
-    config.model_repository = str(Path(config.model_repository).expanduser().resolve())
+    if "mlflow_tracking_uri" not in config.model_fields_set:
+        # nothing configured: runs and the registry in one SQLite file (+ artifacts) in ./mlflow
+        config.mlflow_tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store(LOCAL_STORE)
     print(
         f"kfp-tabular: running the pipeline locally on {config.source_uri} (target {config.target!r}, "
-        f"{config.task}); model name {config.model_name!r}; gate {config.thresholds}",
+        f"{config.task}); model name {config.model_name!r}; gate {config.thresholds}; tracking "
+        f"{config.mlflow_tracking_uri}",
         flush=True,
     )
     started, started_at = time.perf_counter(), time.time()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +180,64 @@ def images(engine):
     for image in (PIPELINE_IMAGE, SERVING_IMAGE):
         assert image in tags, f"{image} not built; have {sorted(tags)}"
     return engine
+
+
+@contextlib.contextmanager
+def start_mlflow_server(folder: Path) -> Iterator[tuple[str, str]]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite store, proxied artifacts stored under ``folder``), as
+    manifests/ runs it on a cluster; yields (tracking URI, artifacts destination)."""
+    port = free_port()
+    destination = (folder / "artifacts").as_uri()
+    log = open(folder / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            destination,
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", proc, folder / "server.log")
+        yield uri, destination
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, seconds: float = 120) -> None:
+    """Until ``url`` answers 200; fails with the process's log if it exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer: {Path(log_path).read_text()[-3000:]}")
+        time.sleep(0.5)

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from components.common.io import sha256_file
 from components.common.servable import ServableModel
+from components.registry import models as registry
 from tests.conftest import REPO
 
-STAGES = {"ingest", "validate", "transform", "train", "evaluate", "deploy"}
+STAGES = {
+    "start-run",
+    "ingest",
+    "validate",
+    "transform",
+    "train",
+    "evaluate",
+    "register",
+    "deploy",
+    "end-run",
+}
 
 
-def assert_demo_outputs(out: dict, repo: Path, *, trials: int = 12) -> None:
-    """``out``: ``pipelines.local_run.task_outputs(run_dir)``; ``repo``: the local model repository."""
+def assert_demo_outputs(out: dict, store: str, *, trials: int = 12) -> None:
+    """``out``: ``pipelines.local_run.task_outputs(run_dir)``; ``store``: the MLflow tracking URI."""
     assert set(out) == STAGES
 
     ingest = out["ingest"]["artifacts"]
@@ -46,13 +58,16 @@ def assert_demo_outputs(out: dict, repo: Path, *, trials: int = 12) -> None:
     assert evaluation["classification_metrics"]["metadata"]["confidenceMetrics"]
     assert "**BLESSED**" in Path(evaluation["report"]["uri"]).read_text()
 
-    deployed = Path(out["deploy"]["parameters"]["model_uri"])
-    assert out["ingest"]["parameters"]["model_name"] == "penguins-species"  # derived: <source>-<target>
-    assert deployed == repo / "penguins-species" / "1"
-    served = ServableModel.load(deployed)  # every file checked against its sha256
-    assert served.sha256 == model["metadata"]["sha256"]
-    # the model carries what the next run's drift check, batch prediction and monitoring read
-    assert sorted(served.metadata["sha256"]) == ["model.joblib", "schema.pbtxt", "train_stats.pb"]
-    assert (deployed / "train_stats.pb").read_bytes() == (
-        Path(validate["statistics"]["uri"]) / "train.pb"
-    ).read_bytes()
+    # registered and made champion; the version's files are the model, with what the next run reads
+    assert out["start-run"]["parameters"]["model_name"] == "penguins-species"  # derived: <source>-<target>
+    assert out["deploy"]["parameters"]["model_uri"] == "models:/penguins-species/1"
+    assert registry.champion(store, "penguins-species").version == "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        served = ServableModel.load(
+            registry.download(store, "models:/penguins-species@champion", Path(tmp) / "m")
+        )
+        assert served.sha256 == model["metadata"]["sha256"]  # every file checked against its sha256
+        assert sorted(served.metadata["sha256"]) == ["model.joblib", "schema.pbtxt", "train_stats.pb"]
+        assert (Path(tmp) / "m" / "train_stats.pb").read_bytes() == (
+            Path(validate["statistics"]["uri"]) / "train.pb"
+        ).read_bytes()

@@ -20,7 +20,7 @@ from components.images import PIPELINE_IMAGE, SERVING_IMAGE
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-NAMESPACE, MODEL = "kfp-tabular", "penguins"
+NAMESPACE, MODEL = "kfp-tabular", "penguins-species"  # the demo's derived model name (Makefile MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,18 @@ from components.images import PIPELINE_IMAGE
 from pipelines.compile import PIPELINE_YAML, compiled_text
 from pipelines.tabular_pipeline import tabular_pipeline
 
-STAGES = {"ingest", "validate", "transform", "train", "evaluate", "deploy"}
+STAGES = {
+    "start_run",
+    "ingest",
+    "validate",
+    "transform",
+    "train",
+    "evaluate",
+    "register",
+    "deploy",
+    "end_run",
+}
+TASKS = {stage.replace("_", "-") for stage in STAGES}  # KFP names a component's task with dashes
 
 
 def test_committed_yaml_is_fresh():
@@ -19,7 +30,7 @@ def test_compiled_pipeline_shape():
     spec = yaml.safe_load(PIPELINE_YAML.read_text())
     executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {PIPELINE_IMAGE}
-    assert {name.removeprefix("comp-") for name in spec["components"]} >= STAGES
+    assert {name.removeprefix("comp-") for name in spec["components"]} >= TASKS
     root = spec["root"]
     params = root["inputDefinitions"]["parameters"]
     from components.config import TabularConfig
@@ -27,10 +38,14 @@ def test_compiled_pipeline_shape():
     assert set(params) == set(TabularConfig.model_fields)  # every config field is a pipeline parameter
     assert params["source_uri"]["defaultValue"] == "demo://penguins"
     tasks = root["dag"]["tasks"]
-    condition = tasks["condition-1"]["triggerPolicy"]["condition"]
+    # the MLflow run is opened first, and closed by the exit handler whatever happens in between
+    assert set(tasks) == {"start-run", "exit-handler-1", "end-run"}
+    assert tasks["end-run"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    condition = handler["condition-2"]["triggerPolicy"]["condition"]
     assert "evaluate-Output" in condition and "true" in condition
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    assert set(inner) == {"deploy"}
+    inner = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert set(inner) == {"register", "deploy"}
     assert tabular_pipeline.name == "kfp-tabular"
 
 
@@ -55,9 +70,10 @@ def test_caching_policy_is_decided_for_every_stage_and_compiled():
     assert set(CACHING) == STAGES, "every stage needs an explicit caching decision"
     assert CACHING["deploy"] is False and CACHING["ingest"] is False
     tasks = component_tasks(yaml.safe_load(PIPELINE_YAML.read_text()))
-    assert set(tasks) == STAGES
+    assert set(tasks) == TASKS
     compiled = {
-        name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()
+        name.replace("-", "_"): task.get("cachingOptions", {}).get("enableCache", False)
+        for name, task in tasks.items()
     }
     assert compiled == CACHING
 

@@ -20,6 +20,7 @@ import pytest
 from components.common.servable import ServableModel
 from components.config import TabularConfig
 from components.images import PIPELINE_IMAGE, SERVING_IMAGE
+from components.registry import models as registry
 from pipelines.local_run import newest_run, task_outputs
 from tests.pipeline_checks import assert_demo_outputs
 from tests.test_serving_server import NAME, features, free_port, v2_named
@@ -53,28 +54,30 @@ def test_images_run_as_non_root_with_locked_versions(images, image):
 
 @pytest.fixture(scope="module")
 def container_run(images, tmp_path_factory):
-    """The demo pipeline with every task in the pipeline image (kfp.local.DockerRunner)."""
+    """The demo pipeline with every task in the pipeline image (kfp.local.DockerRunner), tracking to a real
+    `mlflow server` on 127.0.0.1, as the cluster's tasks track to its server (artifacts proxied by it)."""
     from kfp import local
 
     from pipelines.tabular_pipeline import tabular_pipeline
+    from tests.conftest import start_mlflow_server
 
     root = tmp_path_factory.mktemp("docker-runs")
-    # DockerRunner bind-mounts only the pipeline root, so the local model repository lives inside it.
     # Tasks run as the invoking user so that what they write on the host is that user's.
     local.init(runner=local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}"), pipeline_root=str(root))
-    repo = root / "models"
-    tabular_pipeline(**TabularConfig(model_repository=str(repo)).pipeline_arguments())
-    return task_outputs(newest_run(root)), repo
+    with start_mlflow_server(tmp_path_factory.mktemp("tracking")) as (uri, _):
+        tabular_pipeline(**TabularConfig(mlflow_tracking_uri=uri).resolved().pipeline_arguments())
+        served = tmp_path_factory.mktemp("served") / "model"
+        registry.download(uri, f"models:/{NAME}@champion", served)
+        yield task_outputs(newest_run(root)), uri, served
 
 
 def test_pipeline_runs_in_containers(container_run):
-    out, repo = container_run
-    assert_demo_outputs(out, repo)
+    out, uri, _ = container_run
+    assert_demo_outputs(out, uri)
 
 
 def test_serving_image_answers_v1_and_v2_like_in_process(images, container_run, penguins):
-    out, repo = container_run
-    model_dir = repo / NAME / "1"
+    out, _, model_dir = container_run
     model = ServableModel.load(model_dir)
     test = pd.read_parquet(out["ingest"]["artifacts"]["test_data"]["uri"])
     port = free_port()

@@ -8,7 +8,7 @@ from tests.conftest import build_model, make_table
 
 
 def run(model_dir, test_path, tmp_path, **kw):
-    args = dict(thresholds={"accuracy": 0.9, "f1_macro": 0.9}, baseline_model_uri="", baseline_tolerance=0.0)
+    args = dict(thresholds={"accuracy": 0.9, "f1_macro": 0.9}, champion_uri="", baseline_tolerance=0.0)
     args.update(kw)
     return evaluate(
         model_dir=str(model_dir), test_path=str(test_path), report_path=str(tmp_path / "report.md"), **args
@@ -76,9 +76,9 @@ def test_thresholds_for_the_wrong_task_are_refused(penguins_model, tmp_path):
 
 def test_baseline_no_worse(tmp_path, penguins_model):
     model_dir, test_path = penguins_model
-    same = run(model_dir, test_path, tmp_path, baseline_model_uri=str(model_dir))
+    same = run(model_dir, test_path, tmp_path, champion_uri=str(model_dir))
     assert same.blessed and same.baseline_metrics == same.metrics
-    assert any(c.name == "baseline:accuracy" and c.passed for c in same.checks)
+    assert any(c.name == "champion:accuracy" and c.passed for c in same.checks)
 
 
 def test_worse_than_baseline_is_refused(tmp_path):
@@ -93,18 +93,52 @@ def test_worse_than_baseline_is_refused(tmp_path):
     weak = build_model(tmp_path / "weak", str(tmp_path / "noise.csv"), target="y", task="classification")
     test_path = tmp_path / "good" / "test.parquet"
     thresholds = {"accuracy": 0.5}
-    result = run(weak, test_path, tmp_path, thresholds=thresholds, baseline_model_uri=str(good))
+    result = run(weak, test_path, tmp_path, thresholds=thresholds, champion_uri=str(good))
     assert not result.blessed and "worse: accuracy" in result.reason
     tolerant = run(
-        weak, test_path, tmp_path, thresholds=thresholds, baseline_model_uri=str(good), baseline_tolerance=1.0
+        weak, test_path, tmp_path, thresholds=thresholds, champion_uri=str(good), baseline_tolerance=1.0
     )
     assert tolerant.blessed
 
 
-def test_missing_baseline_is_an_error(penguins_model, tmp_path):
+def test_a_champion_that_cannot_be_compared_is_a_clear_failure(penguins_model, tmp_path):
+    import json
+    import shutil
+
     model_dir, test_path = penguins_model
     with pytest.raises(ModelArtifactError, match="does not exist"):
-        run(model_dir, test_path, tmp_path, baseline_model_uri=str(tmp_path / "nothing"))
+        run(model_dir, test_path, tmp_path, champion_uri=str(tmp_path / "nothing"))
+    tampered = tmp_path / "tampered"
+    shutil.copytree(model_dir, tampered)
+    with open(tampered / "model.joblib", "ab") as handle:
+        handle.write(b"!")
+    with pytest.raises(ModelArtifactError, match="cannot be compared with: .* integrity check"):
+        run(model_dir, test_path, tmp_path, champion_uri=str(tampered))
+    other = tmp_path / "other-versions"
+    shutil.copytree(model_dir, other)
+    meta = json.loads((other / "metadata.json").read_text())
+    meta["versions"]["scikit-learn"] = "1.5.2"
+    (other / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ModelArtifactError, match="cannot be compared with: .*scikit-learn trained with 1.5.2"
+    ):
+        run(model_dir, test_path, tmp_path, champion_uri=str(other))
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_a_champion_whose_features_the_data_lacks_says_how_to_go_on(tmp_path):
+    """The champion used a column this run's data no longer has: no silent pass, and the way out."""
+    df = make_table(300, seed=5)
+    df.assign(extra=df["x2"] * 2).to_csv(tmp_path / "with.csv", index=False)
+    df.to_csv(tmp_path / "without.csv", index=False)
+    champion = build_model(
+        tmp_path / "a", str(tmp_path / "with.csv"), target="y", task="classification", max_trials=1
+    )
+    model = build_model(
+        tmp_path / "b", str(tmp_path / "without.csv"), target="y", task="classification", max_trials=1
+    )
+    with pytest.raises(ModelArtifactError, match=r"takes features \['extra'\].*baseline_model_uri: none"):
+        run(model, tmp_path / "b" / "test.parquet", tmp_path, champion_uri=str(champion))
 
 
 def test_regression_metrics_and_gate(tmp_path):

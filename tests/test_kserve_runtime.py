@@ -29,15 +29,17 @@ import pandas as pd
 import pytest
 
 from components.common.servable import ServableModel
-from components.deploy.core import storage_uri_for
 from components.deploy.kserve import CONTAINER, KServeSettings, inference_service
 from components.images import SERVING_IMAGE
+from components.registry.models import storage_uri
 from tests.test_manifests import render
 from tests.test_serving_server import features
 
-NAME = "penguins"  # the InferenceService's name: what KServe puts for {{.Name}}
-# KFP's layout for an output artifact: minio://mlpipeline/v2/artifacts/<pipeline>/<run>/<task>/<execution>/<output>
-ARTIFACT_URI = "minio://mlpipeline/v2/artifacts/kfp-tabular/run-0/train/17/model"
+NAME = "penguins-species"  # the InferenceService's name: what KServe puts for {{.Name}}
+# A registered version's files, as the cluster's MLflow server (proxied artifacts) records their source, and
+# the server's --artifacts-destination (manifests/): KServe reads s3://mlflow/<experiment>/<run>/artifacts/model.
+VERSION_SOURCE = "mlflow-artifacts:/3/0f1e2d3c4b5a69788796a5b4c3d2e1f0/artifacts/model"
+ARTIFACTS_DESTINATION = "s3://mlflow"
 MODEL_MOUNT = "/mnt/models"  # KServe mounts the storage initializer's directory here, read-only
 # KServe v0.20.0's default inferenceservice-config, "credentials.s3" (config/configmap/inferenceservice.yaml):
 # the Secret keys the webhook reads; its other s3 settings are "" there, so only the Secret's annotations count.
@@ -90,7 +92,7 @@ def cluster_objects() -> dict[tuple[str, str], dict]:
 @pytest.fixture(scope="module")
 def isvc() -> dict:
     """The InferenceService the deploy step creates for the blessed model's artifact."""
-    return inference_service(NAME, storage_uri_for(ARTIFACT_URI), KServeSettings())
+    return inference_service(NAME, storage_uri(VERSION_SOURCE, ARTIFACTS_DESTINATION), KServeSettings())
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def s3_server():
 
 @pytest.fixture(scope="module")
 def downloaded(penguins_model, cluster_objects, isvc, s3_server, tmp_path_factory) -> dict:
-    """The blessed model, put into the S3 API where KFP keeps artifacts, then fetched by KServe's storage
+    """The blessed model, put into the S3 API where the MLflow server keeps a version's files, then fetched by KServe's storage
     initializer as the webhook configures it: the directory it wrote, and what it ran with."""
     import boto3
 
@@ -131,9 +133,9 @@ def downloaded(penguins_model, cluster_objects, isvc, s3_server, tmp_path_factor
     s3.create_bucket(Bucket=bucket)
     for path in model_dir.iterdir():
         s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
-    # train's other output sits next to the model. (KServe selects objects by key prefix: an output named, say,
-    # "model_card" would be downloaded with "model"; train has none.)
-    s3.put_object(Bucket=bucket, Key=f"{prefix.rsplit('/', 1)[0]}/metrics", Body=b"{}")
+    # the run's other artifacts sit next to the model. (KServe selects objects by key prefix: an artifact named,
+    # say, "model_card" would be downloaded with "model"; the run logs none.)
+    s3.put_object(Bucket=bucket, Key=f"{prefix.rsplit('/', 1)[0]}/validate/report.md", Body=b"# report")
 
     target = tmp_path_factory.mktemp("kserve-provision-location") / "models"
     # initializer-entrypoint's work: make the destination, then Storage.download_files(uris, destinations)
@@ -158,7 +160,7 @@ def test_storage_initializer_fetches_the_blessed_model_as_kserves_webhook_config
     # what our Secret's annotations make of the endpoint: plain HTTP to KFP's MinIO, its region, real credentials
     assert env["S3_USE_HTTPS"] == "0" and env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     assert env["AWS_DEFAULT_REGION"] == "us-east-1" and env["awsAnonymousCredential"] == "false"
-    assert downloaded["storage_uri"] == "s3://" + ARTIFACT_URI.removeprefix("minio://")
+    assert downloaded["storage_uri"] == "s3://mlflow/3/0f1e2d3c4b5a69788796a5b4c3d2e1f0/artifacts/model"
 
     def digests(folder: Path) -> dict[str, str]:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}

@@ -20,10 +20,11 @@ import pandas as pd
 import pytest
 
 from components.common.servable import ServableModel
-from components.deploy.local import publish_local
+from components.registry import models as registry
+from components.registry.tracking import Tracker, local_store
 from tests.conftest import REPO
 
-NAME = "penguins"
+NAME = "penguins-species"
 
 
 def free_port() -> int:
@@ -80,19 +81,41 @@ def serve(*args: str, wait_live: bool = True):
         log_file.close()
 
 
+def publish(store: str, model_dir, note: str = "") -> str:
+    """Register ``model_dir`` as a new version of NAME and make it the champion, as the pipeline does."""
+    tracker = Tracker.start(store, experiment=NAME, run_name="test", params={}, tags={})
+    version = registry.register(tracker, model_dir, NAME, tags={"note": note})
+    current = registry.champion(store, NAME)
+    registry.promote(store, NAME, version.version, current.version if current else None)
+    return version.version
+
+
+def registry_args(store: str, cache, *extra: str) -> tuple[str, ...]:
+    return (
+        "--model_uri",
+        f"models:/{NAME}@champion",
+        "--tracking_uri",
+        store,
+        "--cache_dir",
+        str(cache),
+        *extra,
+    )
+
+
 @pytest.fixture(scope="module")
 def deployed(penguins_model, tmp_path_factory):
-    """The demo model published to a local model repository, and its test split."""
+    """The demo model registered and made champion in a local MLflow store; the store's serve arguments."""
     model_dir, test_path = penguins_model
-    repo = tmp_path_factory.mktemp("repo")
-    publish_local(model_dir=str(model_dir), repository=str(repo), model_name=NAME)
-    return repo, pd.read_parquet(test_path), ServableModel.load(model_dir)
+    folder = tmp_path_factory.mktemp("registry")
+    store = local_store(folder / "mlflow")
+    publish(store, model_dir)
+    return registry_args(store, folder / "cache"), pd.read_parquet(test_path), ServableModel.load(model_dir)
 
 
 @pytest.fixture(scope="module")
 def server(deployed):
-    repo, _, _ = deployed
-    with serve("--model_repository", str(repo)) as (url, _, _):
+    args, _, _ = deployed
+    with serve(*args) as (url, _, _):
         yield url
 
 
@@ -442,8 +465,8 @@ def test_health_stays_fast_while_big_batches_are_scored(server, deployed):
 
 
 def test_not_ready_until_the_model_is_published(deployed, penguins_model, tmp_path):
-    repo = tmp_path / "empty-repo"
-    with serve("--model_repository", str(repo), "--wait_for_model", "120") as (url, _, _):
+    store = local_store(tmp_path / "mlflow")
+    with serve(*registry_args(store, tmp_path / "cache", "--wait_for_model", "120")) as (url, _, _):
         assert httpx.get(f"{url}/v2/health/live").status_code == 200
         # the serving runtime's readinessProbe (manifests/base/serving-runtime.yaml) asks the model's
         # endpoint: KServe's server-level /v2/health/ready answers 200 even with no model loaded
@@ -451,13 +474,55 @@ def test_not_ready_until_the_model_is_published(deployed, penguins_model, tmp_pa
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
         assert httpx.get(f"{url}/v1/models/{NAME}").status_code == 503
         assert v1(url, {"instances": [{"island": "Dream"}]}).status_code == 503
-        publish_local(model_dir=str(penguins_model[0]), repository=str(repo), model_name=NAME)
+        publish(store, penguins_model[0])
         deadline = time.monotonic() + 30
         while httpx.get(f"{url}/v2/models/{NAME}/ready").status_code != 200:
             assert time.monotonic() < deadline, "model not ready 30 s after it was published"
             time.sleep(0.2)
         _, test, model = deployed
         assert v1(url, {"instances": [_good(model, test)]}).status_code == 200
+
+
+def test_follows_the_champion_and_a_rollback(penguins_model, tmp_path):
+    """The local server serves the registry's champion: a new champion is served within seconds, and
+    `make rollback` (registry.rollback) brings the previous one back, with no restart."""
+    model_dir, test_path = penguins_model
+    store = local_store(tmp_path / "mlflow")
+    first = publish(store, model_dir)
+    # a second model that answers differently: its scaling sees every number two deviations lower
+    second_dir = tmp_path / "second"
+    model = ServableModel.load(model_dir)
+    columns = model.pipeline.named_steps["preprocess"].named_steps["columns"]
+    scale = columns.named_transformers_["numeric"].named_steps["scale"]
+    scale.mean_ = scale.mean_ + 2 * scale.scale_
+    model.metadata["note"] = "second"
+    model.save(second_dir)
+    rows = features(model, pd.read_parquet(test_path).head(5)).to_dict(orient="records")
+
+    def answers(url):
+        return v1(url, {"instances": rows}).json()["predictions"]
+
+    def wait_for(url, expected, what):
+        deadline = time.monotonic() + 30
+        while answers(url) != expected:
+            assert time.monotonic() < deadline, f"{what} not served within 30 s"
+            time.sleep(0.3)
+
+    with serve(*registry_args(store, tmp_path / "cache", "--follow_seconds", "0.5")) as (url, _, log_path):
+        before = answers(url)
+        second = publish(store, second_dir, "second")
+        reference = ServableModel.load(second_dir).predict_proba(pd.read_parquet(test_path).head(5))
+        deadline = time.monotonic() + 30
+        while answers(url) == before:
+            assert time.monotonic() < deadline, "the new champion was not served within 30 s"
+            time.sleep(0.3)
+        after = answers(url)
+        got = np.array([[p["probabilities"][c] for c in model.classes] for p in after])
+        assert np.array_equal(got, reference.astype(np.float64))  # exactly the new version's answers
+        assert registry.rollback(store, NAME) == (second, first)
+        wait_for(url, before, "the rolled-back version")
+        log = log_path.read_text()
+        assert f"version {first} -> {second}" in log and f"version {second} -> {first}" in log
 
 
 @pytest.mark.parametrize("problem", ["tampered", "other versions", "missing"])
@@ -487,8 +552,8 @@ def test_refuses_to_start_with_a_bad_artifact(penguins_model, tmp_path, problem)
 def test_more_than_one_worker_is_refused_with_the_way_to_scale(deployed):
     """KServe's multi-process mode cannot carry this server's model (it pickles it into spawned workers):
     asking for it stops at once, saying how to scale instead, rather than in a pickling traceback."""
-    repo, _, _ = deployed
-    with serve("--model_repository", str(repo), "--workers", "2", wait_live=False) as (_, proc, log_path):
+    args, _, _ = deployed
+    with serve(*args, "--workers", "2", wait_live=False) as (_, proc, log_path):
         code = proc.wait(timeout=60)
         output = log_path.read_text()
     assert code == 2, output
@@ -508,8 +573,8 @@ def test_example_request_client(server, capsys):
 def test_event_loop_flag_is_applied(deployed, flag, loop):
     """KServe's --event_loop (auto = uvloop when installed) decides the loop the server really runs on,
     and the answers do not depend on it."""
-    repo, test, model = deployed
-    with serve("--model_repository", str(repo), *flag) as (url, _, log_path):
+    args, test, model = deployed
+    with serve(*args, *flag) as (url, _, log_path):
         rows = features(model, test.head(3))
         response = v1(url, {"instances": rows.to_dict(orient="records")})
         assert response.status_code == 200, response.text

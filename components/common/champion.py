@@ -1,9 +1,9 @@
-"""The model a new run is measured against: the one serving now (the champion), or an explicit baseline.
+"""Fetching the model a run is measured against (the champion, or an explicit baseline) as a directory.
 
-Validation compares the new training data with the data the champion was trained on (its
-``train_stats.pb``); evaluation compares the new model with the champion on the new test split.
-Which model that is: ``baseline_model_uri`` when set; otherwise, for the ``local`` deploy target, the
-version the local model repository serves (``<repository>/<model_name>/LATEST``).
+Which model that is, is decided once per pipeline run, by its first step (``components/track``): the
+registry's ``champion`` of the model name (``models:/<name>/<version>``), or ``baseline_model_uri``.
+Validation compares the new training data with the data that model was trained on (its
+``train_stats.pb``); evaluation compares the new model with it on the new test split.
 """
 
 from __future__ import annotations
@@ -17,40 +17,28 @@ from pathlib import Path
 from components.common.errors import ModelArtifactError
 from components.common.io import REMOTE_SCHEMES, resolve_uri
 
-
-def current_model_uri(
-    *,
-    baseline_model_uri: str = "",
-    deploy_target: str = "local",
-    model_repository: str = "",
-    model_name: str = "",
-) -> str:
-    """The URI of the model to compare with, or "" when there is none yet (a first run)."""
-    if baseline_model_uri.strip():
-        return baseline_model_uri.strip()
-    if deploy_target == "local" and model_repository and model_name:
-        from components.deploy.local import LATEST_FILE
-
-        root = Path(model_repository).expanduser() / model_name
-        latest = root / LATEST_FILE
-        if latest.is_file():
-            return str(root / latest.read_text().strip())
-    return ""
+REGISTRY_SCHEMES = ("models:/", "runs:/")
 
 
 @contextlib.contextmanager
-def local_model_dir(uri: str, what: str = "model") -> Iterator[Path]:
-    """A local directory holding the model at ``uri`` (a path, ``file://``, or s3/gs/http folder, copied)."""
-    path = resolve_uri(uri)
-    if not path.startswith(REMOTE_SCHEMES):
+def local_model_dir(uri: str, what: str = "model", tracking_uri: str = "") -> Iterator[Path]:
+    """A local directory holding the model at ``uri``: a path or ``file://`` (used in place), an
+    s3/gs/http folder (copied), or a registry URI (``models:/name/3``, downloaded from ``tracking_uri``)."""
+    path = resolve_uri(uri) if not uri.startswith(REGISTRY_SCHEMES) else uri
+    if not path.startswith(REMOTE_SCHEMES + REGISTRY_SCHEMES):
         if not Path(path).is_dir():
             raise ModelArtifactError(f"{what} {uri!r} does not exist (or is not a model directory)")
         yield Path(path)
         return
-    import fsspec
-
     local = Path(tempfile.mkdtemp(prefix="model-"))
     try:
+        if path.startswith(REGISTRY_SCHEMES):
+            from components.registry.models import download
+
+            yield download(tracking_uri, uri, local / "model")
+            return
+        import fsspec
+
         try:
             fs, remote = fsspec.core.url_to_fs(path)
             fs.get(remote.rstrip("/") + "/", str(local), recursive=True)

@@ -1,9 +1,15 @@
-"""Deployment: dispatch to a deploy target.
+"""Deployment: a registered version becomes the champion, where it serves.
 
-- ``local``: publish into a versioned local model repository (``deploy/local.py``);
-- ``kserve``: create or patch a KServe InferenceService pointing at the artifact in object storage,
-  wait for it, smoke-test it against the model's in-process answers, roll back on failure
-  (``deploy/kserve.py``).
+- ``local``: the version becomes ``champion`` in the registry; the local model server
+  (``make serve``) serves ``models:/<name>@champion`` and follows the alias (``make rollback`` too);
+- ``kserve``: a KServe InferenceService is created or patched to the version's files in object
+  storage, waited for, smoke-tested against the model's in-process answers and rolled back on failure
+  (``deploy/kserve.py``); a canary is marked ``challenger`` meanwhile; ``champion`` moves only after
+  the rollout succeeded.
+
+Either way ``champion`` moves only if it still is the version this run compared its model with (or
+there still is none), so two runs racing for one model name cannot both become champion, and a version
+that is registered but not deployed never becomes champion.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from components.common.io import read_parquet
 from components.common.logs import get_logger
 from components.common.servable import ServableModel
 from components.deploy.kserve import KServeSettings, deploy_kserve
-from components.deploy.local import publish_local
+from components.registry import models as registry
 
 log = get_logger("deploy")
 TARGETS = ("local", "kserve")
@@ -25,22 +31,12 @@ SMOKE_ROWS = 20
 @dataclass
 class DeployResult:
     target: str
-    model_uri: str  # where the model now lives (local version folder, or the storage URI)
-    version: int  # local repository version; 0 for kserve
+    model_uri: str  # the registry version (models:/<name>/<version>)
+    version: str  # the registry version now champion
+    previous: str  # the champion before ("" on a first deployment)
     endpoint: str  # the InferenceService URL (kserve); "" for local
-    status: str  # published | unchanged | created | updated
-
-
-def storage_uri_for(artifact_uri: str) -> str:
-    """KServe's storage URI for a KFP artifact: KFP's ``minio://bucket/key`` is S3 to KServe."""
-    if artifact_uri.startswith("minio://"):
-        return "s3://" + artifact_uri.removeprefix("minio://")
-    if artifact_uri.startswith(("s3://", "gs://", "pvc://", "https://")):
-        return artifact_uri
-    raise ConfigError(
-        f"the kserve target needs the model in object storage, but its artifact is at {artifact_uri!r}; "
-        "run the pipeline on a KFP cluster, or use deploy_target local"
-    )
+    status: str  # promoted | unchanged (local); created | updated | unchanged (kserve)
+    storage_uri: str = ""  # where KServe reads the files (kserve)
 
 
 def smoke_inputs(model: ServableModel, test_path: str, rows: int = SMOKE_ROWS) -> tuple[list[dict], list]:
@@ -63,42 +59,66 @@ def deploy(
     model_dir: str,
     deploy_target: str,
     model_name: str,
-    model_repository: str = "",
-    source_uri: str = "",
+    version: str,
+    source: str,
+    expected_champion: str,
+    tracking_uri: str,
+    artifacts_destination: str = "",
     test_path: str = "",
     kserve: KServeSettings | None = None,
 ) -> DeployResult:
+    """Deploy registered ``version`` of ``model_name`` (its files at ``source``; ``model_dir`` the same
+    model as a local directory, for the smoke test) and make it the champion."""
+    expected = expected_champion or None
+    if deploy_target not in TARGETS:
+        raise ConfigError(f"unknown deploy_target {deploy_target!r}; available: {list(TARGETS)}")
+    current = registry.champion(tracking_uri, model_name)
+    current_version = current.version if current else None
+    if current_version not in (expected, version):  # fail before touching what serves
+        raise registry.ChampionChangedError(
+            f"the champion of {model_name!r} is version {current_version}, not {expected} as when this run "
+            "compared its model with it: another run deployed meanwhile; run again to compare with it"
+        )
+    uri = f"models:/{model_name}/{version}"
     if deploy_target == "local":
-        published = publish_local(
-            model_dir=model_dir,
-            repository=model_repository,
-            model_name=model_name,
-            deployment={"target": "local", "source_uri": source_uri},
-        )
-        return DeployResult(
-            "local", published.path, published.version, "", "published" if published.new else "unchanged"
-        )
-    if deploy_target == "kserve":
-        settings = kserve or KServeSettings()
-        settings.check()
-        storage_uri = storage_uri_for(source_uri)
-        model = ServableModel.load(model_dir)  # the artifact is whole before anything is deployed
-        rows, expected = smoke_inputs(model, test_path)
-        import requests
-        from kubernetes import client, config
+        previous = registry.promote(tracking_uri, model_name, version, expected)
+        status = "unchanged" if previous == version else "promoted"
+        log.info("local: %s is the champion (was %s); `make serve` serves it", uri, previous)
+        return DeployResult("local", uri, version, previous or "", "", status)
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
+    settings = kserve or KServeSettings()
+    settings.check()
+    storage = registry.storage_uri(source, artifacts_destination)
+    if not storage.startswith(("s3://", "gs://", "pvc://", "https://")):
+        raise ConfigError(
+            f"the kserve target needs the model in object storage, but version {version} is at {source!r}; "
+            "track to the cluster's MLflow server (mlflow_tracking_uri), or use deploy_target local"
+        )
+    model = ServableModel.load(model_dir)  # the artifact is whole before anything is deployed
+    rows, expected_answers = smoke_inputs(model, test_path)
+    import requests
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    canary = bool(settings.canary_traffic_percent and current_version and current_version != version)
+    if canary:
+        registry.set_challenger(tracking_uri, model_name, version)
+    try:
         result = deploy_kserve(
             name=model_name,
-            storage_uri=storage_uri,
+            storage_uri=storage,
             settings=settings,
             api=client.CustomObjectsApi(),
             smoke_rows=rows,
-            expected=expected,
+            expected=expected_answers,
             post=lambda url, body: requests.post(url, json=body, timeout=30),
         )
-        return DeployResult("kserve", storage_uri, 0, result.url, result.status)
-    raise ConfigError(f"unknown deploy_target {deploy_target!r}; available: {list(TARGETS)}")
+    except BaseException:
+        if canary:
+            registry.set_challenger(tracking_uri, model_name, None)
+        raise
+    previous = registry.promote(tracking_uri, model_name, version, expected)
+    return DeployResult("kserve", uri, version, previous or "", result.url, result.status, storage)

@@ -11,8 +11,10 @@ def evaluate(
     model: Input[Model],
     test_data: Input[Dataset],
     thresholds: dict,
-    baseline_model_uri: str,
+    champion_uri: str,
     baseline_tolerance: float,
+    mlflow_tracking_uri: str,
+    mlflow_run_id: str,
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Markdown],
@@ -26,14 +28,24 @@ def evaluate(
 
     from components.common.stage import failure_note
     from components.evaluate.core import evaluate as run
+    from components.evaluate.core import track
+    from components.registry.tracking import Tracker
 
     with failure_note(report.path):
+        tracker = Tracker(mlflow_tracking_uri, mlflow_run_id)
         result = run(
             model_dir=model.path,
             test_path=test_data.path,
             thresholds=thresholds,
-            baseline_model_uri=baseline_model_uri,
+            champion_uri=champion_uri,
             baseline_tolerance=baseline_tolerance,
+            tracking_uri=mlflow_tracking_uri,
+            report_path=report.path,
+        )
+        track(
+            tracker,
+            result,
+            params={"thresholds": thresholds, "baseline_tolerance": baseline_tolerance},
             report_path=report.path,
         )
     for name, value in result.metrics.items():
@@ -45,5 +57,11 @@ def evaluate(
     if result.roc_curve:
         curve = result.roc_curve
         classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
-    report.metadata.update({"blessed": result.blessed, "reason": result.reason})
+    report.metadata.update(
+        {
+            "blessed": result.blessed,
+            "reason": result.reason,
+            "compared_with": champion_uri or "thresholds only",
+        }
+    )
     return result.blessed

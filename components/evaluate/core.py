@@ -1,8 +1,9 @@
 """Evaluation: metrics on the held-out test split and the quality gate that decides deployment.
 
 The gate blesses a model only when it beats the trivial model (class shares / the train mean), every
-threshold holds (the task's defaults when none are configured) and, if a baseline model is given,
-when the model is no worse than the baseline (within a tolerance) on each gated metric.
+threshold holds (the task's defaults when none are configured) and, when a champion serves (or an
+explicit baseline is given), when the model is no worse than it (within a tolerance) on each gated
+metric, both scored on the same new test split.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class EvaluationResult:
     confusion_matrix: list[list[int]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     roc_curve: dict[str, list[float]] = field(default_factory=dict)  # fpr, tpr, thresholds
+    thresholds: dict[str, float] = field(default_factory=dict)  # the gate's, defaults resolved
 
     @property
     def reason(self) -> str:
@@ -94,7 +96,7 @@ def gate(
     trivial: dict[str, float] | None = None,
 ) -> list[Check]:
     """Every check of the gate: the model beats the trivial model, meets every threshold (the task's
-    defaults when none are configured) and, with a baseline, is no worse than it within ``tolerance``."""
+    defaults when none are configured) and, with a champion, is no worse than it within ``tolerance``."""
     directions = METRIC_DIRECTIONS[task]
     thresholds = thresholds or DEFAULT_THRESHOLDS[task]
     checks = []
@@ -124,14 +126,19 @@ def gate(
         for name in sorted(thresholds):
             value, base = metrics[name], baseline_metrics[name]
             ok = value >= base - tolerance if directions[name] == "max" else value <= base + tolerance
-            detail = f"{name} = {value:.4f} vs baseline {base:.4f} (tolerance {tolerance})"
-            checks.append(Check(f"baseline:{name}", bool(ok), ("no worse: " if ok else "worse: ") + detail))
+            detail = f"{name} = {value:.4f} vs champion {base:.4f} (tolerance {tolerance})"
+            checks.append(Check(f"champion:{name}", bool(ok), ("no worse: " if ok else "worse: ") + detail))
     return checks
 
 
-def load_baseline(uri: str) -> ServableModel:
-    with local_model_dir(uri, "baseline model") as directory:
-        return ServableModel.load(directory)
+def load_champion(uri: str, tracking_uri: str = "") -> ServableModel:
+    """The model to compare with; one that cannot be loaded (other package versions, a tampered file) is
+    an error, never a silent pass."""
+    with local_model_dir(uri, "champion model", tracking_uri) as directory:
+        try:
+            return ServableModel.load(directory)
+        except ModelArtifactError as exc:
+            raise ModelArtifactError(f"the champion {uri} cannot be compared with: {exc}") from exc
 
 
 def evaluate(
@@ -139,8 +146,9 @@ def evaluate(
     model_dir: str,
     test_path: str,
     thresholds: dict[str, float],
-    baseline_model_uri: str = "",
+    champion_uri: str = "",
     baseline_tolerance: float = 0.0,
+    tracking_uri: str = "",
     report_path: str,
 ) -> EvaluationResult:
     model = ServableModel.load(model_dir)
@@ -151,17 +159,28 @@ def evaluate(
     log.info("test split (%d rows): %s", len(test), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
     baseline_metrics = None
-    if baseline_model_uri:
-        baseline = load_baseline(baseline_model_uri)
+    if champion_uri:
+        baseline = load_champion(champion_uri, tracking_uri)
         if baseline.task != task or baseline.metadata["target"] != model.metadata["target"]:
             raise ModelArtifactError(
-                f"baseline {baseline_model_uri!r} predicts {baseline.metadata['target']!r} ({baseline.task}), "
+                f"the champion {champion_uri!r} predicts {baseline.metadata['target']!r} ({baseline.task}), "
                 f"the model predicts {model.metadata['target']!r} ({task}): they cannot be compared"
+            )
+        lacking = [name for name in baseline.feature_names if name not in test.columns]
+        if lacking:
+            raise ModelArtifactError(
+                f"the champion {champion_uri} takes features {lacking} that this run's data does not have, so "
+                "the two cannot be scored on the same rows; to replace it anyway, set baseline_model_uri: none "
+                "(the thresholds alone decide)"
             )
         baseline_metrics, _ = score(baseline, test)
         log.info(
-            "baseline on the same split: %s", ", ".join(f"{k}={v:.4f}" for k, v in baseline_metrics.items())
+            "champion %s on the same test split: %s",
+            champion_uri,
+            ", ".join(f"{k}={v:.4f}" for k, v in baseline_metrics.items()),
         )
+    else:
+        log.info("no champion to compare with: the thresholds alone decide")
 
     thresholds = thresholds or dict(DEFAULT_THRESHOLDS[task])
     log.info("gate thresholds: %s", thresholds)
@@ -176,6 +195,7 @@ def evaluate(
         checks=checks,
         test_rows=len(test),
         baseline_metrics=baseline_metrics,
+        thresholds=thresholds,
     )
     if task == "classification":
         result.classes = [str(c) for c in model.classes]
@@ -188,7 +208,7 @@ def evaluate(
         log.info("gate %s: %s", "PASS" if check.passed else "FAIL", check.detail)
     log.info("decision: %s", "BLESSED" if blessed else f"NOT BLESSED ({result.reason})")
     with atomic_file(report_path) as tmp:
-        tmp.write_text(render_report(result, model, baseline_model_uri))
+        tmp.write_text(render_report(result, model, champion_uri))
     return result
 
 
@@ -231,7 +251,7 @@ def render_report(result: EvaluationResult, model: ServableModel, baseline_uri: 
         "",
         "## Test metrics",
         "",
-        "| metric | model |" + (" baseline |" if result.baseline_metrics else ""),
+        "| metric | this model |" + (" champion |" if result.baseline_metrics else ""),
     ]
     lines += ["|---|---|" + ("---|" if result.baseline_metrics else "")]
     for name, value in result.metrics.items():
@@ -240,10 +260,31 @@ def render_report(result: EvaluationResult, model: ServableModel, baseline_uri: 
             row += f" {result.baseline_metrics[name]:.4f} |"
         lines.append(row)
     if baseline_uri:
-        lines += ["", f"Baseline: `{baseline_uri}`."]
+        lines += ["", f"Champion (scored on the same test split): `{baseline_uri}`."]
+    else:
+        lines += ["", "No champion to compare with: the thresholds alone decide."]
     if result.confusion_matrix:
         lines += ["", "## Confusion matrix (rows: true, columns: predicted)", ""]
         lines += ["| | " + " | ".join(result.classes) + " |", "|---|" + "---|" * len(result.classes)]
         for name, row in zip(result.classes, result.confusion_matrix, strict=True):
             lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def track(tracker, result: EvaluationResult, *, params: dict, report_path: str) -> None:
+    """Log evaluation into the run: the gate's settings, test metrics (and the champion's on the same
+    split), the decision and the report."""
+    from components.registry.tracking import flatten
+
+    tracker.log_params({**params, "thresholds": result.thresholds})
+    metrics = {**flatten("test", result.metrics), "blessed": float(result.blessed)}
+    if result.baseline_metrics:
+        metrics.update(flatten("champion_test", result.baseline_metrics))
+    tracker.log_metrics(metrics)
+    tracker.set_tags(
+        {
+            "kfp_tabular.decision": "BLESSED" if result.blessed else "NOT BLESSED",
+            "kfp_tabular.reason": result.reason,
+        }
+    )
+    tracker.log_file(report_path, "evaluate/report.md")

@@ -22,24 +22,39 @@ def ingest(
     eval_fraction: float,
     test_fraction: float,
     seed: int,
-    model_name: str,
+    mlflow_tracking_uri: str,
+    mlflow_run_id: str,
     train_data: Output[Dataset],
     eval_data: Output[Dataset],
     test_data: Output[Dataset],
-) -> NamedTuple("IngestOutputs", [("target", str), ("rows", int), ("model_name", str)]):
+) -> NamedTuple("IngestOutputs", [("target", str), ("rows", int)]):
     """Read a CSV/Parquet table, type and check its columns, split it into train/eval/test Parquet datasets.
 
-    Outputs the sanitized target name and the model name (``model_name``, or one derived from the source
-    and the target when it is empty) for the later stages.
+    Outputs the sanitized target name for the later stages; logs the table as the MLflow run's dataset.
     """
     from collections import namedtuple
 
     from components.common.stage import failure_note
-    from components.config import check_model_name, default_model_name
     from components.ingest.core import ingest as run
+    from components.ingest.core import track
+    from components.registry.tracking import Tracker
 
+    settings = {
+        "source_uri": source_uri,
+        "file_format": file_format,
+        "delimiter": delimiter,
+        "missing_values": missing_values,
+        "target": target,
+        "task": task,
+        "drop_columns": drop_columns,
+        "column_types": column_types,
+        "non_finite": non_finite,
+        "eval_fraction": eval_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+    }
     with failure_note(train_data.path):
-        name = check_model_name(model_name) if model_name else default_model_name(source_uri, target)
+        tracker = Tracker(mlflow_tracking_uri, mlflow_run_id)
         result = run(
             source_uri=source_uri,
             file_format=file_format,
@@ -57,6 +72,7 @@ def ingest(
             eval_path=eval_data.path,
             test_path=test_data.path,
         )
+        track(tracker, result, source_uri=source_uri, params=settings)
     for split, artifact in (("train", train_data), ("eval", eval_data), ("test", test_data)):
         artifact.metadata.update(
             {
@@ -73,4 +89,4 @@ def ingest(
                 "format": "parquet",
             }
         )
-    return namedtuple("IngestOutputs", ["target", "rows", "model_name"])(result.target, result.rows, name)
+    return namedtuple("IngestOutputs", ["target", "rows"])(result.target, result.rows)

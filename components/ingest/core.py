@@ -449,3 +449,47 @@ def ingest(
     result.classes = sorted(df[target_clean].unique().tolist(), key=str) if task == "classification" else []
     log.info("split (seed %d): %s", seed, ", ".join(f"{k} {v} rows" for k, v in result.split_rows.items()))
     return result
+
+
+def track(tracker, result: IngestResult, *, source_uri: str, params: dict) -> None:
+    """Log ingestion into the run: its settings, the input table as a dataset (with its hash and the
+    hash of its column schema), rows and columns."""
+    import hashlib
+    import json
+
+    from components.registry.tracking import flatten
+
+    tracker.log_params(params)
+    schema = {"target": result.target, "columns": result.column_types}
+    schema_sha256 = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+    tracker.log_dataset(
+        name=source_uri.rstrip("/").rsplit("/", 1)[-1] or source_uri,
+        digest=result.source_sha256[:36],
+        source=source_uri,
+        schema=schema,
+        profile={"rows": result.source_rows, "rows_used": result.rows, "splits": result.split_rows},
+        context="training",
+    )
+    kinds: dict[str, int] = {}
+    for column in result.column_types.values():
+        kinds[column["kind"]] = kinds.get(column["kind"], 0) + 1
+    tracker.log_metrics(
+        {
+            "rows": result.rows,
+            "source_rows": result.source_rows,
+            "dropped_rows_missing_target": result.dropped_rows_missing_target,
+            **flatten("split_rows", result.split_rows),
+            **flatten("columns", kinds),
+        }
+    )
+    tracker.set_tags(
+        {"kfp_tabular.data_sha256": result.source_sha256, "kfp_tabular.column_schema_sha256": schema_sha256}
+    )
+    tracker.log_dict(
+        {
+            "column_types": result.column_types,
+            "dropped_columns": result.dropped_columns,
+            "renamed": result.renamed_columns,
+        },
+        "ingest/columns.json",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,47 +34,80 @@ def request_rows(payload: Any) -> int:
     return INLINE_ROWS + 1
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """Everything one loaded model directory gives: read as one object, so a request never mixes two models."""
+
+    servable: ServableModel
+    predictor: FastPredictor
+    schema: Schema
+    model_dir: Path
+    version: str = ""  # the registry version, when served from the registry
+
+
+def load_model_dir(model_dir: str | Path, version: str = "") -> Loaded:
+    servable = ServableModel.load(model_dir)
+    predictor = FastPredictor(servable)
+    meta = servable.metadata
+    schema = Schema(
+        meta["features"],
+        predictor.numeric_names,
+        predictor.categorical_names,
+        ignored=[meta["target"], *(meta.get("dropped_columns") or {})],
+    )
+    return Loaded(servable, predictor, schema, Path(model_dir), version)
+
+
 class TabularModel(Model):
     """Loads a model directory (integrity and versions checked), answers V1 and V2 predictions.
 
     Prediction runs in the event loop's thread pool, so health and readiness checks stay fast while
-    batches are being scored.
+    batches are being scored. ``swap`` replaces the model being served between two requests (the local
+    server follows the registry's champion).
     """
 
     def __init__(self, name: str, model_dir: str | Path):
         super().__init__(name)
         self.model_dir = Path(model_dir)
-        self.servable: ServableModel | None = None
-        self.predictor: FastPredictor | None = None
-        self.schema: Schema | None = None
+        self._loaded: Loaded | None = None
+
+    @property
+    def servable(self) -> ServableModel | None:
+        return self._loaded.servable if self._loaded else None
+
+    @property
+    def predictor(self) -> FastPredictor | None:
+        return self._loaded.predictor if self._loaded else None
+
+    @property
+    def schema(self) -> Schema | None:
+        return self._loaded.schema if self._loaded else None
 
     def load(self) -> bool:
-        servable = ServableModel.load(self.model_dir)
-        predictor = FastPredictor(servable)
-        meta = servable.metadata
-        self.schema = Schema(
-            meta["features"],
-            predictor.numeric_names,
-            predictor.categorical_names,
-            ignored=[meta["target"], *(meta.get("dropped_columns") or {})],
-        )
-        self.servable, self.predictor = servable, predictor
-        meta = servable.metadata
-        log.info(
-            "loaded %s: %s %s (%s), %d features, sha256 %s; predicting with %s",
-            self.model_dir,
-            meta["task"],
-            meta.get("estimator"),
-            meta.get("framework"),
-            len(self.schema.names),
-            servable.sha256[:12],
-            predictor.kernel_name,
-        )
+        self.swap(load_model_dir(self.model_dir))
         # Everything loaded so far (libraries, the model) lives as long as the server: keep it out of
         # the cyclic garbage collector's passes, which otherwise rescan it while requests are answered.
         gc.freeze()
         self.ready = True
         return self.ready
+
+    def swap(self, loaded: Loaded) -> None:
+        """Serve ``loaded`` from the next request on (one attribute write: requests see one model or the other)."""
+        previous, self._loaded = self._loaded, loaded
+        self.model_dir = loaded.model_dir
+        meta = loaded.servable.metadata
+        log.info(
+            "%s %s%s: %s %s (%s), %d features, sha256 %s; predicting with %s",
+            "loaded" if previous is None else "now serving",
+            loaded.model_dir,
+            f" (version {loaded.version})" if loaded.version else "",
+            meta["task"],
+            meta.get("estimator"),
+            meta.get("framework"),
+            len(loaded.schema.names),
+            loaded.servable.sha256[:12],
+            loaded.predictor.kernel_name,
+        )
 
     # --- metadata (V2 /v2/models/<name>) ---
     def get_input_types(self) -> list[dict]:
@@ -109,18 +143,21 @@ class TabularModel(Model):
         """One request, synchronously: validate, predict, and format for the request's protocol (V1: the
         answer as a dict; V2: the encoded JSON body, or an ``InferResponse`` when binary outputs are
         requested)."""
+        loaded = self._loaded  # one model for the whole request, even if a new one is swapped in meanwhile
         try:
             if isinstance(payload, InferRequest):
                 wanted = self._requested_outputs(payload)
-                batch = self.schema.from_v2([(i.name, i.datatype, i.shape, _data(i)) for i in payload.inputs])
+                batch = loaded.schema.from_v2(
+                    [(i.name, i.datatype, i.shape, _data(i)) for i in payload.inputs]
+                )
             else:
-                batch = self.schema.from_v1(payload)
+                batch = loaded.schema.from_v1(payload)
         except RequestError as exc:
             raise InvalidInput(str(exc)) from exc
-        output = self.predictor.predict(batch.numeric, batch.categorical)
+        output = loaded.predictor.predict(batch.numeric, batch.categorical)
         if isinstance(payload, InferRequest):
-            return self._v2_response(payload, output, wanted)
-        return {"predictions": v1_predictions(self.servable.task, self.servable.classes, output)}
+            return self._v2_response(payload, output, wanted, loaded.servable)
+        return {"predictions": v1_predictions(loaded.servable.task, loaded.servable.classes, output)}
 
     def _requested_outputs(self, request: InferRequest) -> list[str] | None:
         """The output names a V2 request asks for (``"outputs": [{"name": ...}]``), None for all."""
@@ -134,7 +171,11 @@ class TabularModel(Model):
         return names
 
     def _v2_response(
-        self, request: InferRequest, output: np.ndarray, wanted: list[str] | None = None
+        self,
+        request: InferRequest,
+        output: np.ndarray,
+        wanted: list[str] | None = None,
+        servable: ServableModel | None = None,
     ) -> bytes | InferResponse:
         """The V2 response body, encoded here: the JSON KServe would send for the same ``InferResponse``
         (same fields, order and numbers; a test compares the bytes), without its round trip through
@@ -142,11 +183,12 @@ class TabularModel(Model):
         endpoint sends bytes a model returns as they are (``server.JsonResponseHeaders`` labels them).
         ``wanted``: the requested outputs, in the request's order (as KServe's ``to_rest`` filters them).
         A request for binary outputs gets an ``InferResponse`` instead, which KServe encodes."""
+        servable = servable or self.servable
         n = output.shape[0]
-        if self.servable.task == "regression":
+        if servable.task == "regression":
             outputs = [v2_output("prediction", [n], "FP64", output.tolist())]
         else:
-            classes = [str(c) for c in self.servable.classes]
+            classes = [str(c) for c in servable.classes]
             labels, rows = labels_and_rows(classes, output)
             outputs = [
                 v2_output("label", [n], "BYTES", labels),

@@ -1,9 +1,10 @@
 """The kfp-tabular model server: ``python -m components.serving``.
 
     # in a KServe InferenceService (the storage initializer puts the artifact at /mnt/models)
-    python -m components.serving --model_name penguins --model_dir /mnt/models
-    # locally: the newest version the local deploy target published
-    python -m components.serving --model_name penguins --model_repository model_repository --host 127.0.0.1
+    python -m components.serving --model_name penguins-species --model_dir /mnt/models
+    # locally: the registry's champion, followed as it moves (deployments, rollbacks)
+    python -m components.serving --model_name penguins-species --model_uri models:/penguins-species@champion \
+        --tracking_uri sqlite:///$PWD/mlflow/mlflow.db --host 127.0.0.1
 
 REST (KServe V1 and V2 / Open Inference Protocol) on ``--http_port`` (8080):
 ``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``, ``/v2/models/<name>`` (metadata),
@@ -26,7 +27,6 @@ from pathlib import Path
 from components.common.errors import KfpTabularError, ModelArtifactError
 from components.common.logs import get_logger
 from components.common.servable import METADATA_FILE
-from components.deploy.local import LATEST_FILE, latest_version_dir
 
 log = get_logger("serving")
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -136,7 +136,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model_dir", default="/mnt/models", help="the model artifact directory")
     parser.add_argument(
-        "--model_repository", help="serve the LATEST version of --model_name from this local repository"
+        "--model_uri",
+        help="serve a registry version instead of --model_dir: models:/<name>@champion (followed as it moves) "
+        "or models:/<name>/<version>",
+    )
+    parser.add_argument(
+        "--tracking_uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        help="the MLflow registry of --model_uri",
+    )
+    parser.add_argument(
+        "--follow_seconds",
+        type=float,
+        default=5.0,
+        help="how often to look whether --model_uri moved (0: never)",
+    )
+    parser.add_argument(
+        "--cache_dir", default="~/.cache/kfp-tabular/models", help="where registry versions are downloaded"
     )
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (127.0.0.1 for local use)")
@@ -167,15 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_model_dir(args: argparse.Namespace) -> Path:
-    if args.model_repository:
-        return latest_version_dir(args.model_repository, args.model_name)
-    return Path(args.model_dir)
-
-
 def _model_present(args: argparse.Namespace) -> bool:
-    if args.model_repository:
-        return (Path(args.model_repository).expanduser() / args.model_name / LATEST_FILE).is_file()
     return (Path(args.model_dir) / METADATA_FILE).is_file()
 
 
@@ -235,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     server = make_server(args.host, args.http_port)
     app.add_middleware(JsonResponseHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
+    if args.model_uri:
+        return serve_registry(args, server, loop_name)
     if args.wait_for_model <= 0 or _model_present(args):
         try:
-            model = load(resolve_model_dir(args))
+            model = load(Path(args.model_dir))
         except (KfpTabularError, OSError) as exc:
             print(f"kfp-tabular serving: cannot serve model {args.model_name!r}: {exc}", file=sys.stderr)
             return EXIT_CANNOT_SERVE
@@ -257,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:
                 os._exit(EXIT_CANNOT_SERVE)
             time.sleep(0.2)
         try:
-            pending.model_dir = resolve_model_dir(args)
             pending.load()
         except (KfpTabularError, OSError, ModelArtifactError) as exc:
             log.error("cannot serve model %r: %s; stopping", args.model_name, exc)
@@ -272,6 +281,46 @@ def main(argv: list[str] | None = None) -> int:
         args.http_port,
     )
     server.start([])
+    return 0
+
+
+def serve_registry(args: argparse.Namespace, server, loop_name: str) -> int:
+    """Serve ``--model_uri`` from the registry and follow it (a deployment or a rollback moves it)."""
+    from components.serving.model import TabularModel, load_model_dir
+    from components.serving.registry_source import RegistrySource
+
+    source = RegistrySource(args.tracking_uri, args.model_uri, args.cache_dir)
+    model = TabularModel(args.model_name, args.cache_dir)
+    try:
+        version = source.resolve()
+        if version is None and args.wait_for_model <= 0:
+            raise KfpTabularError(f"{args.model_uri} names no version yet (deploy a model first: make run)")
+        if version is not None:
+            model.swap(load_model_dir(source.fetch(version), version.version))
+            model.ready = True
+    except (KfpTabularError, OSError) as exc:
+        print(f"kfp-tabular serving: cannot serve {args.model_uri}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_SERVE
+    if args.follow_seconds > 0:
+        stop = threading.Event()
+        every = args.follow_seconds if version is not None else min(args.follow_seconds, 1.0)
+        threading.Thread(
+            target=source.follow, args=(model, every, stop), name="registry-follower", daemon=True
+        ).start()
+    log.info(
+        "serving %r (%s, version %s) on http://%s:%d (%s)",
+        args.model_name,
+        args.model_uri,
+        version.version if version else "none yet",
+        args.host,
+        args.http_port,
+        loop_name,
+    )
+    if model.ready:
+        server.start([model])
+    else:  # liveness answers meanwhile; readiness once the alias names a version
+        server.register_model(model)
+        server.start([])
     return 0
 
 

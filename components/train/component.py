@@ -19,6 +19,8 @@ def train(
     cv_folds: int,
     search_sample_rows: int,
     seed: int,
+    mlflow_tracking_uri: str,
+    mlflow_run_id: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -27,9 +29,12 @@ def train(
     import os
 
     from components.common.stage import failure_note
+    from components.registry.tracking import Tracker
+    from components.train.core import track
     from components.train.core import train as run
 
     with failure_note(model.path):
+        tracker = Tracker(mlflow_tracking_uri, mlflow_run_id)
         result = run(
             transformed_train_path=transformed_train.path,
             transformed_eval_path=transformed_eval.path,
@@ -43,6 +48,17 @@ def train(
             model_dir=model.path,
             train_stats_path=os.path.join(statistics.path, "train.pb"),
             schema_path=schema.path,
+        )
+        track(
+            tracker,
+            result,
+            params={
+                "candidates": candidates,
+                "max_trials": max_trials,
+                "max_seconds": max_seconds,
+                "cv_folds": cv_folds,
+                "search_sample_rows": search_sample_rows,
+            },
         )
     meta = result.model_metadata
     model.metadata.update(

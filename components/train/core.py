@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -234,4 +235,50 @@ def train(
         train_rows=int(len(y_train)),
         stopped_by=stopped_by,
         model_metadata=meta,
+    )
+
+
+def track(tracker, result: TrainResult, *, params: dict) -> None:
+    """Log training into the run: the search budget, every trial (a nested run each, and one table),
+    the chosen model and its scores."""
+    from components.registry.tracking import flatten
+
+    tracker.log_params(params)
+    tracker.log_params(
+        {
+            "chosen_candidate": result.best.candidate,
+            **{f"chosen.{k}": v for k, v in result.best.params.items()},
+        }
+    )
+    tracker.log_metrics(
+        {
+            f"cv_{result.scoring}": result.best.cv_score,
+            "trials": len(result.trials),
+            "search_rows": result.search_rows,
+            "train_rows": result.train_rows,
+            "search_seconds": sum(t.seconds for t in result.trials),
+            **flatten("eval", result.eval_metrics),
+        }
+    )
+    tracker.set_tags({"kfp_tabular.search_stopped_by": result.stopped_by})
+    tracker.log_table(
+        [
+            {
+                "trial": t.number,
+                "candidate": t.candidate,
+                f"cv_{result.scoring}": t.cv_score,
+                "seconds": t.seconds,
+                "params": json.dumps(t.params, sort_keys=True),
+            }
+            for t in result.trials
+        ],
+        "train/trials.json",
+    )
+    tracker.child_runs(
+        (
+            f"trial {t.number} {t.candidate}",
+            {"candidate": t.candidate, **t.params},
+            {f"cv_{result.scoring}": t.cv_score, "seconds": t.seconds},
+        )
+        for t in result.trials
     )

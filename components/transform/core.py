@@ -199,3 +199,12 @@ def load_matrix(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     frame = read_parquet(path)
     y = frame.pop(TARGET_COLUMN).to_numpy()
     return frame.to_numpy(dtype=np.float32), y, list(frame.columns)
+
+
+def track(tracker, spec: TransformSpec, *, params: dict) -> None:
+    """Log the transform into the run: its settings, features in and model inputs out, and the kinds."""
+    tracker.log_params(params)
+    tracker.log_metrics({"features": len(spec.features), "model_inputs": len(spec.output_features)})
+    tracker.log_dict(
+        {"features": spec.features, "model_inputs": spec.output_features}, "transform/features.json"
+    )

@@ -14,10 +14,9 @@ def validate(
     drift_threshold: float,
     drift_thresholds: dict,
     drift_action: str,
-    baseline_model_uri: str,
-    deploy_target: str,
-    model_repository: str,
-    model_name: str,
+    champion_uri: str,
+    mlflow_tracking_uri: str,
+    mlflow_run_id: str,
     statistics: Output[Artifact],
     schema: Output[Artifact],
     statistics_report: Output[HTML],
@@ -27,7 +26,7 @@ def validate(
 
     Statistics per split; the curated schema at ``schema_uri`` (or one inferred from the table); every
     split checked against it; a class missing from a split; the train split compared with the data the
-    current model (``baseline_model_uri``, else what the deploy target serves) was trained on: a feature
+    current model (``champion_uri``: the champion, or an explicit baseline) was trained on: a feature
     that changed kind, or drift beyond ``drift_threshold``/``drift_thresholds[feature]`` that is
     significant, stops the run (``drift_action: stop``) or is reported (``warn``). eval/test against
     train is reported as information. Any problem fails the task with one line per problem, and no
@@ -35,17 +34,12 @@ def validate(
     ``validation.json``), ``schema`` (text proto, to curate), ``statistics_report`` (HTML) and
     ``anomalies_report`` (Markdown).
     """
-    from components.common.champion import current_model_uri
     from components.common.stage import failure_note
-    from components.validate.core import validate_splits
+    from components.registry.tracking import Tracker
+    from components.validate.core import track, validate_splits
 
     with failure_note(statistics.path):
-        reference = current_model_uri(
-            baseline_model_uri=baseline_model_uri,
-            deploy_target=deploy_target,
-            model_repository=model_repository,
-            model_name=model_name,
-        )
+        tracker = Tracker(mlflow_tracking_uri, mlflow_run_id)
         result = validate_splits(
             {"train": train_data.path, "eval": eval_data.path, "test": test_data.path},
             target=target,
@@ -53,11 +47,28 @@ def validate(
             drift_threshold=drift_threshold,
             drift_thresholds={str(k): float(v) for k, v in (drift_thresholds or {}).items()},
             drift_action=drift_action,
-            reference_model_uri=reference,
+            reference_model_uri=champion_uri,
+            tracking_uri=mlflow_tracking_uri,
             statistics_dir=statistics.path,
             schema_path=schema.path,
             html_path=statistics_report.path,
             report_path=anomalies_report.path,
+        )
+        track(
+            tracker,
+            result,
+            params={
+                "schema_uri": schema_uri,
+                "drift_threshold": drift_threshold,
+                "drift_thresholds": drift_thresholds,
+                "drift_action": drift_action,
+            },
+            outputs={
+                "schema": schema.path,
+                "html": statistics_report.path,
+                "report": anomalies_report.path,
+                "statistics": statistics.path,
+            },
         )
     schema.metadata["inferred"] = result.schema_inferred
     schema.metadata["source"] = schema_uri or "inferred from the table"

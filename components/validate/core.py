@@ -327,6 +327,7 @@ def compare_with_reference(
     target: str,
     drift_threshold: float,
     drift_thresholds: dict[str, float],
+    tracking_uri: str = "",
 ) -> tuple[dict, list[dict]]:
     """The training data against the statistics of the data the current model was trained on.
 
@@ -338,7 +339,7 @@ def compare_with_reference(
 
     from components.common.servable import read_metadata
 
-    with local_model_dir(reference_uri, "current model") as directory:
+    with local_model_dir(reference_uri, "current model", tracking_uri) as directory:
         meta = read_metadata(directory)
         stats_file = directory / TRAIN_STATS_FILE
         if not stats_file.is_file():
@@ -571,6 +572,7 @@ def validate_splits(
     drift_thresholds: dict[str, float] | None = None,
     drift_action: str = "stop",
     reference_model_uri: str = "",
+    tracking_uri: str = "",
     statistics_dir: str,
     schema_path: str,
     html_path: str,
@@ -659,6 +661,7 @@ def validate_splits(
             target=target,
             drift_threshold=drift_threshold,
             drift_thresholds=drift_thresholds,
+            tracking_uri=tracking_uri,
         )
         if not reference.get("compared"):
             warnings.append(reference["note"])
@@ -738,3 +741,29 @@ def validate_splits(
         reference=reference,
         warnings=warnings,
     )
+
+
+def track(tracker, result: ValidationResult, *, params: dict, outputs: dict[str, str]) -> None:
+    """Log validation into the run: its settings, drift against the current model's data (one metric per
+    feature), the reports and the schema (with its hash)."""
+    from components.common.io import sha256_file
+    from components.registry.tracking import flatten
+
+    tracker.log_params(params)
+    metrics = {"anomalies": len(result.anomalies), "warnings": len(result.warnings)}
+    metrics.update(flatten("drift", {name: d["value"] for name, d in result.drift.items()}))
+    for split, measured in result.split_drift.items():
+        if measured:
+            metrics[f"split_noise.{split}.max"] = max(d["value"] for d in measured.values())
+    tracker.log_metrics(metrics)
+    tracker.set_tags(
+        {
+            "kfp_tabular.schema_sha256": sha256_file(outputs["schema"]),
+            "kfp_tabular.schema_inferred": str(result.schema_inferred).lower(),
+            "kfp_tabular.drift_reference": result.reference.get("uri", "none"),
+        }
+    )
+    tracker.log_file(outputs["schema"], "validate/schema.pbtxt")
+    tracker.log_file(outputs["html"], "validate/statistics.html")
+    tracker.log_file(outputs["report"], "validate/report.md")
+    tracker.log_file(str(Path(outputs["statistics"]) / "validation.json"), "validate/validation.json")

@@ -1,0 +1,1 @@
+"""MLflow tracking and model registry helpers (plain Python over ``MlflowClient``; no KFP)."""
