@@ -180,3 +180,57 @@ def test_xgboost_candidates_take_the_openmp_limit_not_a_fixed_count():
             xgb.get_params()["n_jobs"] is None
         )  # XGBoost then uses omp_get_max_threads() of the fit's thread
 
+
+# ------------------------------------------------------------------------------------------- serving
+def test_serving_kernels_predict_large_batches_on_fit_threads_bit_for_bit(monkeypatch):
+    """The kernels' thread count is explicit (the server calls them from its thread pool, where a limit
+    set elsewhere would not hold): one by default, the user's OMP_NUM_THREADS if set; the answers do not
+    depend on it."""
+    from xgboost import XGBClassifier
+
+    from components.serving.kernels import SMALL_BATCH, estimator_kernel
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1)
+    big = x[: SMALL_BATCH * 3]
+    models = [
+        HistGradientBoostingClassifier(max_iter=10, early_stopping=False, random_state=0).fit(x, y),
+        XGBClassifier(n_estimators=10, n_jobs=None, random_state=0).fit(x, y),
+    ]
+    for model in models:
+        expected = model.predict_proba(big)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        one, _ = estimator_kernel(model, "classification")
+        if isinstance(model, XGBClassifier):
+            assert json.loads(model.get_booster().save_config())["learner"]["generic_param"]["nthread"] == "1"
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        two, _ = estimator_kernel(model, "classification")
+        if isinstance(model, XGBClassifier):
+            assert json.loads(model.get_booster().save_config())["learner"]["generic_param"]["nthread"] == "2"
+        assert np.array_equal(one(big), expected) and np.array_equal(two(big), expected)
+
+
+def test_serving_hgb_kernel_passes_its_thread_count_to_the_predictors(monkeypatch):
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    from components.serving.kernels import SMALL_BATCH, estimator_kernel
+
+    seen = []
+    original = TreePredictor.predict
+    monkeypatch.setattr(
+        TreePredictor,
+        "predict",
+        lambda self, X, bitsets, f_idx_map, n_threads: (
+            seen.append(n_threads) or original(self, X, bitsets, f_idx_map, n_threads)
+        ),
+    )
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    model = HistGradientBoostingClassifier(max_iter=3, early_stopping=False).fit(x, (x[:, 0] > 0).astype(int))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    estimator_kernel(model, "classification")[0](x[: SMALL_BATCH + 1])
+    assert set(seen) == {1}
+    seen.clear()
+    estimator_kernel(model, "classification", threads=2)[0](x[: SMALL_BATCH + 1])
+    assert set(seen) == {2}
