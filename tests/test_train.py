@@ -99,23 +99,3 @@ def test_same_inputs_same_model(tmp_path):
     )
     test = pd.read_parquet(tmp_path / "a" / "test.parquet")
     assert np.array_equal(a.predict_proba(test), b.predict_proba(test))
-
-
-def test_openmp_does_not_spin_unless_the_user_says_so():
-    """Importing a stage sets OMP_WAIT_POLICY=PASSIVE before libgomp loads; a user's value wins."""
-    import os
-    import subprocess
-    import sys
-
-    code = "import components.train.core, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == "ACTIVE"

@@ -22,6 +22,7 @@ from components.common.io import atomic_file, read_parquet
 from components.common.logs import get_logger
 from components.common.metrics import classification_metrics, regression_metrics
 from components.common.servable import ServableModel
+from components.common.threads import fit_threads, limit
 from components.config import DEFAULT_THRESHOLDS, METRIC_DIRECTIONS, check_thresholds
 
 log = get_logger("evaluate")
@@ -57,14 +58,17 @@ def score(model: ServableModel, test: pd.DataFrame) -> tuple[dict[str, float], d
     """Metrics of ``model`` on ``test`` plus the raw material for the confusion matrix and ROC."""
     y = test[model.metadata["target"]]
     if model.task == "regression":
-        return regression_metrics(y.to_numpy(dtype=float), model.predict(test)), {}
+        with limit(fit_threads()):
+            predictions = model.predict(test)
+        return regression_metrics(y.to_numpy(dtype=float), predictions), {}
     classes = model.classes
     index = {value: i for i, value in enumerate(classes)}
     unknown = sorted({str(v) for v in y.unique() if v not in index})
     if unknown:
         raise InputDataError(f"test split has classes {unknown} the model was not trained on")
     y_idx = y.map(index).to_numpy(dtype=np.int64)
-    proba = model.predict_proba(test)
+    with limit(fit_threads()):
+        proba = model.predict_proba(test)
     return classification_metrics(y_idx, proba), {"y": y_idx, "proba": proba}
 
 

@@ -7,8 +7,9 @@ boosting). A kernel reads the fitted parameters once and repeats the estimator's
 same order and dtypes, so the answers are the estimator's bit for bit (tests compare them for every
 model family the search can pick). For small batches, histogram gradient boosting walks all its trees
 together in numpy and XGBoost predicts on one thread; large batches use the estimators' own threaded
-code (threads split rows, so the answers do not depend on them). An estimator without a kernel here is
-called as it is.
+code on ``threads`` threads (threads split rows, so the answers do not depend on them; by default one,
+or the user's ``OMP_NUM_THREADS``: ``components.common.threads``, docs/benchmarks.md "Thread set-ups").
+An estimator without a kernel here is called as it is.
 
 The kernels read fitted attributes, some of them private (``_predictors``, ``_loss``): the serving image
 pins the exact versions the artifact was trained with (the artifact refuses to load otherwise), and the
@@ -23,15 +24,19 @@ import numpy as np
 from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+from components.common.threads import fit_threads
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 SMALL_BATCH = 64  # rows; smaller batches: tree ensembles on one thread, or all trees walked together
 
 
-def estimator_kernel(estimator, task: str) -> tuple[Kernel, str]:
+def estimator_kernel(estimator, task: str, threads: int | None = None) -> tuple[Kernel, str]:
     """A function of the float32 model-input matrix giving what the estimator gives (class
-    probabilities for classification, values for regression), and its name for the logs."""
+    probabilities for classification, values for regression), and its name for the logs. Tree ensembles
+    predict batches above ``SMALL_BATCH`` rows on ``threads`` threads (default ``fit_threads()``), whichever
+    thread calls them (an OpenMP limit set with threadpoolctl would hold only in the thread that set it)."""
+    threads = threads or fit_threads()
     kind = type(estimator)
     if kind is LogisticRegression and task == "classification":
         return _logistic(estimator), "numpy (logistic regression)"
@@ -39,8 +44,8 @@ def estimator_kernel(estimator, task: str) -> tuple[Kernel, str]:
         return _linear(estimator), "numpy (linear model)"
     hgb = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
     if kind in hgb and getattr(estimator, "_preprocessor", None) is None:  # no native categoricals
-        return _hist_gradient_boosting(estimator, task), "histogram gradient boosting predictors"
-    kernel = _xgboost(estimator, task)
+        return _hist_gradient_boosting(estimator, task, threads), "histogram gradient boosting predictors"
+    kernel = _xgboost(estimator, task, threads)
     if kernel is not None:
         return kernel, "xgboost booster.inplace_predict"
     generic = estimator.predict_proba if task == "classification" else estimator.predict
@@ -74,9 +79,9 @@ def _linear(estimator) -> Kernel:
     return lambda x: x @ coef + intercept
 
 
-def _hist_gradient_boosting(estimator, task: str) -> Kernel:
+def _hist_gradient_boosting(estimator, task: str, n_threads: int) -> Kernel:
     # BaseHistGradientBoosting._raw_predict / _predict_iterations, then the loss's inverse link. Small
-    # batches walk all trees at once (_Forest); large ones use the fitted predictors on several threads.
+    # batches walk all trees at once (_Forest); large ones use the fitted predictors on n_threads threads.
     known_cat_bitsets, f_idx_map = estimator._bin_mapper.make_known_categories_bitsets()
     predictors, baseline = estimator._predictors, estimator._baseline_prediction
     loss, k_trees = estimator._loss, estimator.n_trees_per_iteration_
@@ -87,7 +92,6 @@ def _hist_gradient_boosting(estimator, task: str) -> Kernel:
         if forest.usable and x.shape[0] <= SMALL_BATCH:
             raw = forest.raw_predict(x)
         else:
-            n_threads = _openmp_effective_n_threads()
             raw = np.zeros((x.shape[0], k_trees), dtype=baseline.dtype, order="F")
             raw += baseline
             for iteration in predictors:
@@ -143,7 +147,7 @@ class _Forest:
         return np.add.accumulate(terms, axis=1)[:, -1, :]
 
 
-def _xgboost(estimator, task: str) -> Kernel | None:
+def _xgboost(estimator, task: str, threads: int) -> Kernel | None:
     # XGBModel.predict (inplace_predict) and XGBClassifier.predict_proba (binary: [1 - p, p]).
     try:
         from xgboost import XGBModel
@@ -156,6 +160,7 @@ def _xgboost(estimator, task: str) -> Kernel | None:
     booster = estimator.get_booster()
     single = booster.copy()  # the same trees on one thread, for small batches
     single.set_param({"nthread": 1})
+    booster.set_param({"nthread": threads})  # large batches; the fit's n_jobs (if any) is not the server's
     iteration_range = estimator._get_iteration_range(None)
     missing, n_classes = estimator.missing, getattr(estimator, "n_classes_", 0)
 

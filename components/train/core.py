@@ -21,6 +21,7 @@ from components.common.errors import ConfigError
 from components.common.logs import get_logger
 from components.common.metrics import classification_metrics, regression_metrics
 from components.common.servable import ServableModel
+from components.common.threads import available_cpus, fit_threads, limit
 from components.config import check_candidates
 from components.train.search import Candidate, candidates_for
 from components.transform.core import TransformSpec, load_matrix, load_preprocessor
@@ -88,7 +89,8 @@ def search(
 
     Stops after ``max_trials`` trials or once ``max_seconds`` have passed (checked before each trial;
     the first trial of every candidate always runs, so each family is scored at least once).
-    With a trials budget only, the outcome is fully determined by ``seed``.
+    With a trials budget only, the outcome is fully determined by ``seed``. Every fit runs on
+    ``fit_threads()`` threads (one unless the user sets ``OMP_NUM_THREADS``; ``components.common.threads``).
     """
     scoring = SCORING[task]
     folds = (
@@ -100,6 +102,8 @@ def search(
         c.name: iter(ParameterSampler(c.space, n_iter=max_trials, random_state=seed + i))
         for i, c in enumerate(candidates)
     }
+    threads = fit_threads()
+    log.info("%d thread(s) per fit (%d CPU(s) available)", threads, available_cpus())
     trials: list[Trial] = []
     start = time.perf_counter()
     stopped_by = "max_trials"
@@ -110,7 +114,10 @@ def search(
             break
         params = _jsonable(next(samplers[candidate.name]))
         began = time.perf_counter()
-        scores = cross_val_score(candidate.make(seed, **params), x, y, scoring=scoring, cv=folds, n_jobs=1)
+        with limit(threads):
+            scores = cross_val_score(
+                candidate.make(seed, **params), x, y, scoring=scoring, cv=folds, n_jobs=1
+            )
         trial = Trial(number + 1, candidate.name, params, float(np.mean(scores)), time.perf_counter() - began)
         trials.append(trial)
         best = max(trials, key=lambda t: t.cv_score)
@@ -191,12 +198,12 @@ def train(
     best = max(trials, key=lambda t: t.cv_score)
     chosen = next(c for c in pool if c.name == best.candidate)
     log.info("best: %s %s; refitting on all %d train rows", best.candidate, best.params, len(y_train))
-    estimator = chosen.make(seed, **best.params).fit(x_train, y_train)
-
-    if task == "classification":
-        eval_metrics = classification_metrics(y_eval.astype(np.int64), estimator.predict_proba(x_eval))
-    else:
-        eval_metrics = regression_metrics(y_eval, estimator.predict(x_eval))
+    with limit(fit_threads()):
+        estimator = chosen.make(seed, **best.params).fit(x_train, y_train)
+        if task == "classification":
+            eval_metrics = classification_metrics(y_eval.astype(np.int64), estimator.predict_proba(x_eval))
+        else:
+            eval_metrics = regression_metrics(y_eval, estimator.predict(x_eval))
     log.info("eval split: %s", ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()))
 
     pipeline = Pipeline([("preprocess", load_preprocessor(transform_dir)), ("model", estimator)])

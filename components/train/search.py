@@ -11,8 +11,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.linear_model import LogisticRegression, Ridge
 from xgboost import XGBClassifier, XGBRegressor
 
-N_JOBS = 2
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -57,7 +55,8 @@ def _pool(linear: Candidate, hgb_class: type, xgb_class: type) -> dict[str, Cand
         "xgboost": Candidate(
             "xgboost",
             "xgboost",
-            lambda seed, **p: xgb_class(random_state=seed, n_jobs=N_JOBS, tree_method="hist", **p),
+            # n_jobs None: XGBoost takes the calling thread's OpenMP limit (components.common.threads)
+            lambda seed, **p: xgb_class(random_state=seed, n_jobs=None, tree_method="hist", **p),
             _xgb_space(),
         ),
     }
