@@ -227,7 +227,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, seconds: float = 120) -> None:
+def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, seconds: float = 300) -> None:
     """Until ``url`` answers 200; fails with the process's log if it exits or time runs out."""
     import httpx
 

@@ -307,3 +307,101 @@ def test_the_registry_flow_against_a_tracking_server(tracking_server, penguins_m
         == ServableModel.load(model_dir).sha256
     )
     assert tracker.finish("SUCCEEDED") == "FINISHED"
+
+
+def test_the_registry_command_line(store, penguins_model, tmp_path, capsys):
+    """`make versions` and `make rollback` (python -m components.registry)."""
+    from components.registry.__main__ import main
+
+    model_dir, _ = penguins_model
+    for i, note in enumerate(("a", "b")):
+        version = registry.register(
+            new_run(store, "cli"), other_model(model_dir, tmp_path, note), "cli", tags={}
+        )
+        registry.promote(store, "cli", version.version, expected=None if i == 0 else "1")
+    assert main(["versions", "--model-name", "cli", "--tracking-uri", store]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "version 2 " in out and "<- champion" in out.splitlines()[1] and "champion history: ['1', '2']" in out
+    )
+    assert main(["rollback", "--model-name", "cli", "--tracking-uri", store]) == 0
+    assert "cli: champion version 2 -> 1" in capsys.readouterr().out
+    assert registry.champion(store, "cli").version == "1"
+    assert main(["rollback", "--model-name", "cli", "--tracking-uri", store]) == 1
+    assert "no earlier champion to roll back to" in capsys.readouterr().err
+    assert main(["rollback", "--model-name", "cli", "--tracking-uri", store, "--to", "7"]) == 1
+    assert "'cli' has no version 7" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kserve_deployment_moves_the_champion_only_once_it_serves(
+    tracking_server, penguins_model, tmp_path, monkeypatch
+):
+    """deploy_target kserve through the registry, against the fake Kubernetes API on 127.0.0.1 of
+    tests/test_deploy_kserve.py: the InferenceService gets the version's files in object storage (the
+    tracking server's proxied source, mapped to its artifacts destination); `challenger` marks a canary;
+    `champion` moves after the rollout, and stays when a rollout fails."""
+    import requests
+    from kubernetes import client as k8s
+    from kubernetes import config
+
+    from components.deploy.core import deploy, smoke_inputs
+    from components.deploy.kserve import DeployError, KServeSettings
+    from tests.test_deploy_kserve import NAME as ISVC
+    from tests.test_deploy_kserve import FakeCluster
+
+    uri, destination = tracking_server
+    model_dir, test_path = penguins_model
+    model = ServableModel.load(model_dir)
+    _, answers = smoke_inputs(model, str(test_path))
+    versions = []
+    for note in ("one", "two", "three"):
+        version = registry.register(new_run(uri, ISVC), other_model(model_dir, tmp_path, note), ISVC, tags={})
+        versions.append(
+            (version, registry.storage_uri(version.source, destination.replace("file://", "s3://")))
+        )
+    storage = [s for _, s in versions]
+    assert all(s.startswith("s3://") for s in storage)
+    cluster = FakeCluster(answers={s: answers for s in storage}, broken=(storage[2],))
+    try:
+
+        def use_fake_cluster(*_, **__):
+            configuration = k8s.Configuration()
+            configuration.host = cluster.url
+            k8s.Configuration.set_default(configuration)
+
+        monkeypatch.setattr(
+            config, "load_incluster_config", lambda: (_ for _ in ()).throw(config.ConfigException())
+        )
+        monkeypatch.setattr(config, "load_kube_config", use_fake_cluster)
+        monkeypatch.setattr(requests, "post", lambda url, json, timeout: cluster.post(url, json))
+
+        def deploy_version(i: int, expected: str, **kserve):
+            version, _ = versions[i]
+            return deploy(
+                model_dir=str(model_dir),
+                deploy_target="kserve",
+                model_name=ISVC,
+                version=version.version,
+                source=version.source,
+                expected_champion=expected,
+                tracking_uri=uri,
+                artifacts_destination=destination.replace("file://", "s3://"),
+                test_path=str(test_path),
+                kserve=KServeSettings(timeout_seconds=5.0, poll_seconds=0.01, **kserve),
+            )
+
+        first = deploy_version(0, "")
+        assert (first.status, first.storage_uri, first.previous) == ("created", storage[0], "")
+        assert cluster.storage_uri() == storage[0] and registry.champion(uri, ISVC).version == "1"
+        second = deploy_version(1, "1", canary_traffic_percent=10)  # a canary: challenger meanwhile
+        assert (second.status, second.previous) == ("updated", "1") and cluster.storage_uri() == storage[1]
+        assert registry.champion(uri, ISVC).version == "2"
+        assert any(body.get("spec", {}).get("canary") for body in cluster.patches())
+        with pytest.raises(DeployError):  # version 3's pods never become available
+            deploy_version(2, "2", canary_traffic_percent=10)
+        assert registry.champion(uri, ISVC).version == "2" and cluster.storage_uri() == storage[1]
+        with pytest.raises(Exception, match="challenger"):  # the failed canary's alias is gone too
+            registry.resolve(uri, f"models:/{ISVC}@challenger")
+    finally:
+        cluster.close()
