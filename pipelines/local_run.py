@@ -167,7 +167,11 @@ def column_lines(meta: dict[str, Any], shown: int = 6) -> list[str]:
     return lines
 
 
-def failed_stage(run_dir: Path | None) -> str:
+def failed_stage(run_dir: Path | None, message: str = "") -> str:
+    """The stage that failed: the one kfp.local names ("Inner task failed: 'x'"), else the first without outputs."""
+    named = re.search(r"task failed: '([\w-]+)'", message) or re.search(r"Task '([\w-]+)' finished", message)
+    if named and named.group(1) in STAGES:
+        return named.group(1)
     if run_dir is None:
         return "pipeline start"
     done = {p.parent.name for p in run_dir.glob("*/executor_output.json")}
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         Exception
     ) as exc:  # kfp.local raises RuntimeError naming the failed task; the stage left its reason
         run_dir = newest_run(args.pipeline_root, since=started_at)
-        stage = failed_stage(run_dir)
+        stage = failed_stage(run_dir, ANSI.sub("", str(exc)))
         reason = (read_failure(run_dir / stage) if run_dir else "") or ANSI.sub("", str(exc)).strip()
         print(
             f"\nkfp-tabular: FAILED at stage '{stage}' after {time.perf_counter() - started:.0f}s: {reason}",

@@ -186,6 +186,7 @@ def images(engine):
 def start_mlflow_server(folder: Path) -> Iterator[tuple[str, str]]:
     """A real `mlflow server` on 127.0.0.1 (SQLite store, proxied artifacts stored under ``folder``), as
     manifests/ runs it on a cluster; yields (tracking URI, artifacts destination)."""
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     destination = (folder / "artifacts").as_uri()
     log = open(folder / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)

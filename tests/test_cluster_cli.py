@@ -126,7 +126,7 @@ def test_run_starts_the_newest_version_as_the_runner_service_account(monkeypatch
     (run,) = clients[0].runs
     assert run["service_account"] == cluster.RUN_SERVICE_ACCOUNT == "kfp-tabular-runner"
     assert (run["pipeline_id"], run["version_id"], run["experiment_id"]) == ("p-0", "v-9", "e-kfp-tabular")
-    assert run["params"] == {"deploy_target": "kserve", "model_name": "penguins", "max_trials": 3}
+    assert run["params"] == {"deploy_target": "kserve", "model_name": "penguins-species", "max_trials": 3}
     assert "as kfp-tabular-runner" in capsys.readouterr().out
 
     assert cluster.main(["run", "--host", "http://kfp.invalid", "--service_account", "someone"]) == 0

@@ -62,8 +62,12 @@ def container_run(images, tmp_path_factory):
     from tests.conftest import start_mlflow_server
 
     root = tmp_path_factory.mktemp("docker-runs")
-    # Tasks run as the invoking user so that what they write on the host is that user's.
-    local.init(runner=local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}"), pipeline_root=str(root))
+    # Tasks run as the invoking user so that what they write on the host is that user's, on the host's
+    # network so that they reach the tracking server on 127.0.0.1 (as a cluster's tasks reach its Service).
+    local.init(
+        runner=local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", network_mode="host"),
+        pipeline_root=str(root),
+    )
     with start_mlflow_server(tmp_path_factory.mktemp("tracking")) as (uri, _):
         tabular_pipeline(**TabularConfig(mlflow_tracking_uri=uri).resolved().pipeline_arguments())
         served = tmp_path_factory.mktemp("served") / "model"

@@ -104,6 +104,33 @@ def start(
     return Started(tracker.run_id, name, champion_uri, version, tracker.experiment_id)
 
 
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run when the tracking server is over HTTP, else ""."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def write_run_card(started: Started, tracking_uri: str, path: str | Path) -> None:
+    """A short Markdown note (the KFP UI renders it): which MLflow run this is and what it is compared with."""
+    link = run_link(tracking_uri, started.experiment_id, started.run_id)
+    run = f"[{started.run_id}]({link})" if link else f"`{started.run_id}`"
+    compared = (
+        f"`{started.champion_uri}`" if started.champion_uri else "nothing yet (the thresholds alone decide)"
+    )
+    lines = [
+        f"# MLflow run of model `{started.model_name}`",
+        "",
+        f"- tracking server: `{tracking_uri}`",
+        f"- experiment: `{started.model_name}` (id {started.experiment_id})",
+        f"- run: {run}",
+        f"- compared with: {compared}",
+        "",
+    ]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
 def end(
     *,
     tracking_uri: str,
