@@ -46,7 +46,7 @@ load-image = @echo "loading $(REGISTRY)/$(1):$(TAG) from $(ENGINE) into kind clu
 
 .PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving wrk serve predict images ui rollback versions \
 	clean cluster images-kind deploy deploy-cert-manager deploy-kserve deploy-kfp deploy-manifests upload \
-	run-cluster predict-cluster undeploy test-cluster
+	run-cluster predict-cluster ui-cluster rollback-cluster undeploy test-cluster
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -168,10 +168,12 @@ deploy-kfp:  ## step 3 of deploy: KFP standalone, its cluster-scoped resources (
 	kubectl apply -k "$(KFP_MANIFESTS)/env/platform-agnostic?ref=$(KFP_VERSION)"
 	kubectl wait --for=condition=Available deployment --all -n kubeflow --timeout=900s
 
-deploy-manifests: deploy-kserve deploy-kfp  ## step 4 of deploy: ours, a ClusterServingRuntime (KServe) and RBAC in kubeflow (KFP)
+deploy-manifests: deploy-kserve deploy-kfp  ## step 4 of deploy: ours (ClusterServingRuntime, RBAC in kubeflow, the MLflow server); waits for MLflow
 	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
-	@echo "installing kfp-tabular (namespace, RBAC, storage credentials, ClusterServingRuntime)"
+	@echo "installing kfp-tabular (namespace, RBAC, storage credentials, ClusterServingRuntime, MLflow server)"
 	kubectl apply -k manifests/overlays/kind
+	@echo "waiting for the MLflow server (runs track to it and register there: it must be up before run-cluster)"
+	kubectl rollout status deployment/mlflow -n kfp-tabular --timeout=300s
 
 upload: check-compile  ## upload pipelines/tabular_pipeline.yaml to KFP as pipeline "kfp-tabular" (a new version only if it changed)
 	$(RUN) python -m pipelines.cluster upload
@@ -182,9 +184,19 @@ run-cluster:  ## start a run of the newest pipeline version (deploy_target=kserv
 predict-cluster:  ## port-forward to the InferenceService and send an example V1 and V2 request
 	$(RUN) python -m pipelines.cluster predict --model_name $(MODEL)
 
-undeploy:  ## delete our InferenceServices and manifests (KFP, KServe and cert-manager stay); waits until they are gone
+ui-cluster:  ## the cluster's MLflow UI on 127.0.0.1:$(UI_PORT) (a port-forward to svc/mlflow; Ctrl-C ends it)
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
+	@echo "MLflow UI of the cluster: http://127.0.0.1:$(UI_PORT) (experiment $(MODEL); Models tab: versions and the champion alias). Ctrl-C ends it."
+	kubectl port-forward -n kfp-tabular svc/mlflow $(UI_PORT):5000
+
+rollback-cluster:  ## the previous champion of $(MODEL) champion again (TO=<version> for another), its InferenceService pointed at it
+	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
+	$(RUN) python -m pipelines.cluster rollback --model_name $(MODEL) $(if $(TO),--to $(TO))
+
+undeploy:  ## delete our InferenceServices and manifests, the MLflow database too (KFP and its MinIO, KServe, cert-manager stay)
 	$(call need,kubectl,https://kubernetes.io/docs/tasks/tools/)
 	@echo "deleting the InferenceServices in kfp-tabular, then the kfp-tabular manifests (waits until they are gone)"
+	@echo "this deletes the MLflow server's database (runs, registry) with its PersistentVolumeClaim; the files in MinIO's mlflow bucket stay"
 	@if kubectl get crd inferenceservices.serving.kserve.io >/dev/null 2>&1; then \
 	  kubectl delete inferenceservices.serving.kserve.io --all -n kfp-tabular --ignore-not-found --wait --timeout=300s; \
 	fi

@@ -3,10 +3,12 @@
     python -m pipelines.cluster upload                  # pipelines/tabular_pipeline.yaml -> KFP
     python -m pipelines.cluster run --wait --set deploy_target=kserve
     python -m pipelines.cluster predict                 # REST call to the InferenceService
+    python -m pipelines.cluster rollback [--to 3]       # champion back, the InferenceService pointed at it
 
 Without ``--host`` it reaches KFP's API through ``kubectl port-forward`` to ``svc/ml-pipeline`` in the
-``kubeflow`` namespace (KFP standalone), and the model through a port-forward to the predictor Service
-the InferenceService's address names. Runs use the ``kfp-tabular-runner`` service account
+``kubeflow`` namespace (KFP standalone), the model through a port-forward to the predictor Service
+the InferenceService's address names, and the MLflow server (``rollback``) through a port-forward to the
+Service ``CLUSTER_TRACKING_URI`` names (``manifests/base/mlflow.yaml``). Runs use the ``kfp-tabular-runner`` service account
 (``manifests/base/rbac.yaml``): KFP's own pipeline-runner rights in ``kubeflow``, plus the deploy step's
 rights on InferenceServices in ``kfp-tabular``.
 """
@@ -23,9 +25,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import yaml
 
+from components.config import CLUSTER_TRACKING_URI
 from pipelines.compile import PIPELINE_YAML
 
 PIPELINE_NAME = "kfp-tabular"
@@ -76,6 +80,13 @@ def port_forward(namespace: str, target: str, remote_port: int) -> Iterator[str]
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
+
+
+def mlflow_service(tracking_uri: str = CLUSTER_TRACKING_URI) -> tuple[str, str, int]:
+    """(namespace, ``svc/<name>``, port) of the in-cluster tracking URI ``http://<name>.<namespace>.svc...:<port>``."""
+    uri = urlsplit(tracking_uri)
+    name, namespace = uri.hostname.split(".")[:2]
+    return namespace, f"svc/{name}", uri.port or 80
 
 
 @contextlib.contextmanager
@@ -167,7 +178,7 @@ def parse_sets(items: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["upload", "run", "predict"])
+    parser.add_argument("command", choices=["upload", "run", "predict", "rollback"])
     parser.add_argument("--host", help="KFP API URL (default: port-forward to kubeflow/svc/ml-pipeline)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
     parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
@@ -179,7 +190,27 @@ def main(argv: list[str] | None = None) -> int:
         default=RUN_SERVICE_ACCOUNT,
         help="the run's Kubernetes service account, in KFP's namespace (default: %(default)s)",
     )
+    parser.add_argument("--to", help="rollback: the version to make champion (default: the one before)")
     args = parser.parse_args(argv)
+
+    if args.command == "rollback":
+        from components.registry.__main__ import main as registry
+
+        namespace, service, port = mlflow_service()
+        with port_forward(namespace, service, port) as url:
+            return registry(
+                [
+                    "rollback",
+                    "--model-name",
+                    args.model_name,
+                    "--tracking-uri",
+                    url,
+                    "--deploy-target",
+                    "kserve",
+                ]
+                + ["--kserve-namespace", args.namespace]
+                + (["--to", args.to] if args.to else [])
+            )
 
     if args.command == "predict":
         from components.serving.example_request import main as example

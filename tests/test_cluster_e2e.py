@@ -5,7 +5,9 @@ Runs against the current kubeconfig context (a kind cluster made by ``make clust
 It builds nothing: the images must already be in the node (it fails early, saying so, when they are not).
 
 Besides the happy path it checks what a user does next: every target run a second time (deploy, upload), and a
-run after ``make undeploy`` deploys again (the deploy step is never served from KFP's cache).
+run after ``make undeploy`` deploys again (the deploy step is never served from KFP's cache). After each run the
+registry is read through a port-forward to the MLflow Service: the champion is what the InferenceService serves;
+``make rollback-cluster`` goes through the same port-forward; ``make undeploy`` deletes the registry's database.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def cluster():
     return version.git_version
 
 
-def make(target: str, timeout: int = 3600) -> str:
-    proc = subprocess.run(["make", target], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def make(target: str, *variables: str, timeout: int = 3600) -> str:
+    proc = subprocess.run(
+        ["make", target, *variables], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"make {target} failed:\n{output[-6000:]}"
     return output
@@ -79,6 +83,34 @@ def assert_serving() -> None:
     assert answer.count("-> HTTP 200") == 2 and '"label"' in answer
 
 
+def assert_registry_serves_the_champion() -> str:
+    """Through a port-forward to the MLflow Service (CLUSTER_TRACKING_URI's): the model has a version with alias
+    champion, and the InferenceService serves that version's files (where the server stored them). Returns it."""
+    from mlflow import MlflowClient
+
+    from components.config import TabularConfig
+    from components.registry import models as registry
+    from pipelines.cluster import mlflow_service, port_forward
+
+    namespace, service, port = mlflow_service()
+    with port_forward(namespace, service, port) as url:
+        champion = MlflowClient(url, url).get_model_version_by_alias(MODEL, "champion")
+    assert champion.source.startswith("mlflow-artifacts:/"), champion.source  # proxied by the server
+    destination = TabularConfig().mlflow_artifacts_destination  # the server's --artifacts-destination
+    isvc = inference_service()
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == registry.storage_uri(
+        champion.source, destination
+    )
+    return str(champion.version)
+
+
+def mlflow_available() -> bool:
+    from kubernetes import client
+
+    status = client.AppsV1Api().read_namespaced_deployment("mlflow", NAMESPACE).status
+    return (status.available_replicas or 0) >= 1
+
+
 def test_whole_path_deploy_upload_run_predict_and_again(cluster):
     held = node_images()
     missing = {PIPELINE_IMAGE, SERVING_IMAGE} - {name.removeprefix("docker.io/") for name in held}
@@ -90,9 +122,15 @@ def test_whole_path_deploy_upload_run_predict_and_again(cluster):
     assert "uploaded pipeline" in first or "uploaded version" in first, first
     again = make("upload")
     assert "nothing uploaded" in again, again  # the same YAML again: no new version
+    assert mlflow_available()  # `make deploy` returned only once the MLflow server was up
     run = make("run-cluster")
     assert "SUCCEEDED" in run.upper(), run
     assert_serving()
+    champion = assert_registry_serves_the_champion()
+    # the rollback path (port-forward to MLflow, registry, InferenceService): to the same version, nothing changes
+    rollback = make("rollback-cluster", f"TO={champion}")
+    assert f"champion version {champion} -> {champion}" in rollback, rollback
+    assert assert_registry_serves_the_champion() == champion
 
     make("undeploy")
     assert inference_service() is None
@@ -101,3 +139,5 @@ def test_whole_path_deploy_upload_run_predict_and_again(cluster):
     run = make("run-cluster")
     assert "SUCCEEDED" in run.upper(), run
     assert_serving()  # the deploy step ran again: it is never served from KFP's cache
+    # undeploy deleted the registry's database (its claim went with our manifests): a fresh registry
+    assert assert_registry_serves_the_champion() == "1"

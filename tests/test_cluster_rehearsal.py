@@ -5,6 +5,7 @@ applies it; the kind workflow; and (containers tier) the image archive `make ima
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import itertools
 import json
@@ -28,6 +29,8 @@ CLUSTER_TARGETS = [
     "upload",
     "run-cluster",
     "predict-cluster",
+    "ui-cluster",
+    "rollback-cluster",
     "undeploy",
     "test-cluster",
 ]
@@ -150,6 +153,104 @@ def test_undeploy_deletes_inference_services_before_their_namespace():
         r"kubectl delete inferenceservices\S* --all -n kfp-tabular",
         r"kubectl delete -k manifests/overlays/kind",
     )
+
+
+def test_undeploy_deletes_the_mlflow_database_and_says_so():
+    """Decided: `make undeploy` removes the registry's database with everything else of ours (its claim is in the
+    deleted manifests; kind's storage class deletes the volume with it), and warns first; MinIO's files stay."""
+    lines = dry_run("undeploy")
+    deleted = render("manifests/overlays/kind")
+    assert ("PersistentVolumeClaim", "mlflow-data") in {(o["kind"], o["metadata"]["name"]) for o in deleted}
+    in_order(
+        lines,
+        r"^echo .*deletes the MLflow server's database .*PersistentVolumeClaim",
+        r"kubectl delete -k manifests/overlays/kind",
+    )
+
+
+# --- the MLflow server: up before any run; its UI and the registry's rollback through a port-forward -------
+
+
+def mlflow_deployment() -> dict:
+    return next(
+        o
+        for o in render("manifests/overlays/kind")
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow"
+    )
+
+
+def test_deploy_waits_for_the_mlflow_server_before_it_reports_done():
+    """Runs track to the server from their first task: `make deploy` returns only once its rollout is complete (the
+    new pod ready, also after a changed manifest), waiting at least as long as the pod's startup probe allows."""
+    deployment = mlflow_deployment()
+    name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+    lines = dry_run("deploy")
+    in_order(
+        lines,
+        r"kubectl apply -k manifests/overlays/kind",
+        rf"kubectl rollout status deployment/{name} -n {namespace} --timeout=\d+s",
+        r"^echo \"done: KFP UI",
+    )
+    timeout = int(
+        re.search(r"kubectl rollout status deployment/\S+ .*--timeout=(\d+)s", "\n".join(lines)).group(1)
+    )
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    startup = server["startupProbe"]
+    assert timeout >= startup["periodSeconds"] * startup["failureThreshold"]
+
+
+def test_ui_cluster_forwards_to_the_tracking_service_and_prints_the_url():
+    from pipelines.cluster import mlflow_service
+
+    namespace, service, port = mlflow_service()  # from CLUSTER_TRACKING_URI, the pipeline's default
+    assert (namespace, service, port) == ("kfp-tabular", "svc/mlflow", 5000)
+    lines = dry_run("ui-cluster", UI_PORT="5123")
+    in_order(
+        lines,
+        r"^echo \"MLflow UI of the cluster: http://127\.0\.0\.1:5123",
+        rf"^kubectl port-forward -n {namespace} {service} 5123:{port}$",
+    )
+
+
+def test_rollback_cluster_runs_the_registry_rollback_through_a_port_forward():
+    lines = dry_run("rollback-cluster", MODEL="m", TO="3")
+    assert [line for line in lines if "pipelines.cluster rollback --model_name m --to 3" in line]
+    lines = dry_run("rollback-cluster", MODEL="m")
+    (line,) = [line for line in lines if "pipelines.cluster rollback" in line]
+    assert line.endswith("--model_name m")
+
+
+def test_rollback_subcommand_moves_the_champion_and_points_kserve_at_it(monkeypatch, tmp_path):
+    """`python -m pipelines.cluster rollback` on a real registry (a local store standing in for the port-forward to the
+    cluster's server): the port-forward asked for is the Service of CLUSTER_TRACKING_URI, the champion goes back,
+    and the InferenceService is pointed (kserve target, the server's artifact destination) at it."""
+    from components.registry import __main__ as registry_cli
+    from components.registry import models as registry
+    from components.registry.tracking import client, local_store
+    from pipelines import cluster
+
+    url = local_store(tmp_path)
+    mlflow_client = client(url)
+    mlflow_client.create_registered_model("m")
+    run = mlflow_client.create_run(mlflow_client.create_experiment("m")).info
+    for _ in range(2):
+        mv = mlflow_client.create_model_version("m", f"{run.artifact_uri}/model", run_id=run.run_id)
+        registry.promote(url, "m", str(mv.version), expected=None if str(mv.version) == "1" else "1")
+    forwarded, pointed = [], []
+
+    @contextlib.contextmanager
+    def port_forward(namespace, target, remote_port):
+        forwarded.append((namespace, target, remote_port))
+        yield url
+
+    monkeypatch.setattr(cluster, "port_forward", port_forward)
+    monkeypatch.setattr(registry_cli, "point_inference_service", lambda *a: pointed.append(a))
+    assert cluster.main(["rollback", "--model_name", "m"]) == 0
+    assert registry.champion(url, "m").version == "1"
+    assert forwarded == [("kfp-tabular", "svc/mlflow", 5000)]
+    ((args, tracking_uri, version),) = pointed
+    assert (tracking_uri, version, args.deploy_target) == (url, "1", "kserve")
+    assert (args.kserve_namespace, args.artifacts_destination) == ("kfp-tabular", "s3://mlflow")
 
 
 @pytest.mark.parametrize("engine", ["podman", "docker"])
