@@ -87,8 +87,15 @@ class TabularConfig(BaseModel):
     candidates: list[str] = Field(
         default_factory=list, description="model families to try; empty: all for the task"
     )
-    max_trials: int = Field(12, ge=1)
-    max_seconds: float = Field(300.0, gt=0)
+    max_trials: int = Field(
+        12, ge=1, description="search trials (with this budget alone the search is deterministic)"
+    )
+    max_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="hard time limit of the search: a trial still running at it is cut and dropped "
+        "(the first trial always completes)",
+    )
     cv_folds: int = Field(3, ge=2)
     search_sample_rows: int = Field(
         50_000, ge=100, description="rows the search cross-validates on; the winner refits on all"

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import (
-    KFold,
-    ParameterSampler,
-    StratifiedKFold,
-    cross_val_score,
-    train_test_split,
-)
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from components.common.errors import ConfigError
@@ -23,7 +19,7 @@ from components.common.metrics import classification_metrics, regression_metrics
 from components.common.servable import ServableModel
 from components.common.threads import available_cpus, fit_threads, limit
 from components.config import check_candidates
-from components.train.search import Candidate, candidates_for
+from components.train.search import Candidate, OutOfTime, candidates_for, fit, fit_fold, suggest
 from components.transform.core import TransformSpec, load_matrix, load_preprocessor
 
 log = get_logger("train")
@@ -35,8 +31,9 @@ class Trial:
     number: int
     candidate: str
     params: dict[str, Any]
-    cv_score: float
+    cv_score: float  # mean over the folds run (all of them unless pruned)
     seconds: float
+    state: str = "complete"  # "complete" | "pruned" (stopped after a fold: never chosen)
 
 
 @dataclass
@@ -48,6 +45,7 @@ class TrainResult:
     search_rows: int
     train_rows: int
     stopped_by: str  # "max_trials" | "max_seconds"
+    search_seconds: float = 0.0
     model_metadata: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -57,6 +55,7 @@ class TrainResult:
             "scoring": self.scoring,
             "eval_metrics": self.eval_metrics,
             "stopped_by": self.stopped_by,
+            "search_seconds": round(self.search_seconds, 3),
         }
 
 
@@ -85,50 +84,107 @@ def search(
     cv_folds: int,
     seed: int,
 ) -> tuple[list[Trial], str]:
-    """Random search, candidates taking turns, each trial scored by k-fold cross-validation.
+    """Optuna's TPE sampler (seeded) over the families and their parameters, each trial scored by k-fold
+    cross-validation, unpromising trials pruned after a fold (those in the worst quarter of the trials at
+    that fold), boosting rounds chosen by
+    early stopping per fold.
 
-    Stops after ``max_trials`` trials or once ``max_seconds`` have passed (checked before each trial;
-    the first trial of every candidate always runs, so each family is scored at least once).
+    The first trials are each family's defaults (``Candidate.first_params``), in the order given; then the
+    sampler proposes, favouring what scored well, so the families do not take equal turns. Stops after
+    ``max_trials`` trials or at ``max_seconds``: a fit that passes the deadline is cut within one
+    boosting round (XGBoost) or ``HGB_CHUNK`` rounds (histogram gradient boosting) and its trial dropped, so the search ends within
+    ``max_seconds`` plus about one such step. The first trial is never cut, so there is always a model.
     With a trials budget only, the outcome is fully determined by ``seed``. Every fit runs on
     ``fit_threads()`` threads (one unless the user sets ``OMP_NUM_THREADS``; ``components.common.threads``).
     """
-    scoring = SCORING[task]
-    folds = (
-        StratifiedKFold(cv_folds, shuffle=True, random_state=seed)
-        if task == "classification"
-        else KFold(cv_folds, shuffle=True, random_state=seed)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scorer = get_scorer(SCORING[task])
+    folds = list(
+        (
+            StratifiedKFold(cv_folds, shuffle=True, random_state=seed)
+            if task == "classification"
+            else KFold(cv_folds, shuffle=True, random_state=seed)
+        ).split(x, y)
     )
-    samplers = {
-        c.name: iter(ParameterSampler(c.space, n_iter=max_trials, random_state=seed + i))
-        for i, c in enumerate(candidates)
-    }
+    by_name = {c.name: c for c in candidates}
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=len(candidates), multivariate=True, group=True
+        ),
+        pruner=optuna.pruners.PercentilePruner(75.0, n_startup_trials=len(candidates), n_warmup_steps=0),
+    )
+    for c in candidates[:max_trials]:
+        study.enqueue_trial(
+            {"candidate": c.name, **{f"{c.name}.{k}": v for k, v in c.first_params().items()}}
+        )
     threads = fit_threads()
     log.info("%d thread(s) per fit (%d CPU(s) available)", threads, available_cpus())
     trials: list[Trial] = []
     start = time.perf_counter()
+    deadline = start + max_seconds
     stopped_by = "max_trials"
-    for number in range(max_trials):
-        candidate = candidates[number % len(candidates)]
-        if number >= len(candidates) and time.perf_counter() - start > max_seconds:
+    for number in range(1, max_trials + 1):
+        if number > 1 and time.perf_counter() > deadline:
             stopped_by = "max_seconds"
             break
-        params = _jsonable(next(samplers[candidate.name]))
-        began = time.perf_counter()
-        with limit(threads):
-            scores = cross_val_score(
-                candidate.make(seed, **params), x, y, scoring=scoring, cv=folds, n_jobs=1
+        proposal = study.ask()
+        candidate = by_name[proposal.suggest_categorical("candidate", list(by_name))]
+        params = _jsonable(suggest(proposal, candidate))
+        began, scores, rounds, state = time.perf_counter(), [], [], "complete"
+        try:
+            with limit(threads):
+                for step, (fit_rows, out_rows) in enumerate(folds):
+                    score, best_rounds = fit_fold(
+                        candidate,
+                        params,
+                        seed,
+                        (x[fit_rows], y[fit_rows]),
+                        (x[out_rows], y[out_rows]),
+                        scorer,
+                        deadline if number > 1 else math.inf,
+                    )
+                    scores.append(score)
+                    rounds.append(best_rounds)
+                    proposal.report(float(np.mean(scores)), step)
+                    if step < len(folds) - 1 and proposal.should_prune():
+                        state = "pruned"
+                        break
+        except OutOfTime:
+            study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+            stopped_by = "max_seconds"
+            log.info(
+                "trial %d/%d %s cut at the time budget (%.0fs) after %.1fs; search stopped",
+                number,
+                max_trials,
+                candidate.name,
+                max_seconds,
+                time.perf_counter() - began,
             )
-        trial = Trial(number + 1, candidate.name, params, float(np.mean(scores)), time.perf_counter() - began)
+            break
+        if candidate.rounds and rounds:
+            params[candidate.rounds] = max(1, round(float(np.mean(rounds))))
+        trial = Trial(
+            number, candidate.name, params, float(np.mean(scores)), time.perf_counter() - began, state
+        )
         trials.append(trial)
-        best = max(trials, key=lambda t: t.cv_score)
+        if state == "pruned":
+            study.tell(proposal, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(proposal, trial.cv_score)
+        best = max((t for t in trials if t.state == "complete"), key=lambda t: t.cv_score)
         log.info(
-            "trial %d/%d %s cv %s=%.4f in %.1fs (best: trial %d %s %.4f)",
+            "trial %d/%d %s%s cv %s=%.4f in %.1fs%s (best: trial %d %s %.4f)",
             trial.number,
             max_trials,
             candidate.name,
-            scoring,
+            "" if state == "complete" else f" pruned after {len(scores)} of {len(folds)} folds,",
+            SCORING[task],
             trial.cv_score,
             trial.seconds,
+            f", {candidate.rounds}={params[candidate.rounds]}" if candidate.rounds else "",
             best.number,
             best.candidate,
             best.cv_score,
@@ -185,6 +241,7 @@ def train(
         max_trials,
         max_seconds,
     )
+    searching = time.perf_counter()
     trials, stopped_by = search(
         x_search,
         y_search,
@@ -195,11 +252,19 @@ def train(
         cv_folds=cv_folds,
         seed=seed,
     )
-    best = max(trials, key=lambda t: t.cv_score)
+    search_seconds = time.perf_counter() - searching
+    best = max((t for t in trials if t.state == "complete"), key=lambda t: t.cv_score)
+    log.info(
+        "search: %d trials (%d pruned) in %.1fs, stopped by %s",
+        len(trials),
+        sum(t.state == "pruned" for t in trials),
+        search_seconds,
+        stopped_by,
+    )
     chosen = next(c for c in pool if c.name == best.candidate)
     log.info("best: %s %s; refitting on all %d train rows", best.candidate, best.params, len(y_train))
     with limit(fit_threads()):
-        estimator = chosen.make(seed, **best.params).fit(x_train, y_train)
+        estimator = fit(chosen.make(seed, **best.params), chosen, best.params, x_train, y_train)
         if task == "classification":
             eval_metrics = classification_metrics(y_eval.astype(np.int64), estimator.predict_proba(x_eval))
         else:
@@ -241,6 +306,7 @@ def train(
         search_rows=int(len(y_search)),
         train_rows=int(len(y_train)),
         stopped_by=stopped_by,
+        search_seconds=search_seconds,
         model_metadata=meta,
     )
 
@@ -263,7 +329,8 @@ def track(tracker, result: TrainResult, *, params: dict) -> None:
             "trials": len(result.trials),
             "search_rows": result.search_rows,
             "train_rows": result.train_rows,
-            "search_seconds": sum(t.seconds for t in result.trials),
+            "search_seconds": result.search_seconds,
+            "pruned_trials": sum(t.state == "pruned" for t in result.trials),
             **flatten("eval", result.eval_metrics),
         }
     )
@@ -275,6 +342,7 @@ def track(tracker, result: TrainResult, *, params: dict) -> None:
                 "candidate": t.candidate,
                 f"cv_{result.scoring}": t.cv_score,
                 "seconds": t.seconds,
+                "state": t.state,
                 "params": json.dumps(t.params, sort_keys=True),
             }
             for t in result.trials

@@ -1,15 +1,53 @@
-"""Candidate model families and their hyperparameter spaces (scikit-learn and XGBoost)."""
+"""Candidate model families, their hyperparameter spaces, and how one fold of one trial is fitted.
+
+Each family has a search space (``Float``/``Int`` ranges or a list of choices), the parameters its first
+trial uses (the library's own defaults, so that every family is first tried as its authors tuned it) and,
+for boosting families, the parameter that counts rounds: that one is not searched but chosen by early
+stopping on each cross-validation fold (``fit_fold``), and the mean of the folds' best round counts is
+what the final model is refitted with.
+
+Every fit obeys a deadline: XGBoost through a training callback checked after each round, histogram
+gradient boosting by growing its trees ``HGB_CHUNK`` rounds at a time (``warm_start``, which gives the
+same model as one fit of the same length; tested), so that a slow trial is cut within one round or one chunk of
+the search's time budget instead of running to its end.
+"""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from scipy.stats import loguniform, randint, uniform
+import numpy as np
+import xgboost
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier, XGBRegressor
+
+MAX_ROUNDS = 500  # boosting: the most rounds a trial may grow (early stopping usually ends sooner)
+PATIENCE = 25  # boosting: rounds without improvement on the fold's held-out rows before stopping
+HGB_CHUNK = 25  # histogram gradient boosting: rounds grown between checks (held-out scores, deadline)
+
+
+class OutOfTime(Exception):
+    """A fit passed the search's deadline (the trial is dropped; the search stops)."""
+
+
+@dataclass(frozen=True)
+class Float:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int
+    high: int
 
 
 @dataclass(frozen=True)
@@ -17,32 +55,115 @@ class Candidate:
     name: str
     framework: str  # "sklearn" | "xgboost"
     make: Callable[..., Any]  # (seed, **params) -> unfitted estimator
-    space: dict[str, Any]  # scipy distributions or lists, for ParameterSampler
+    space: dict[str, Any]  # parameter -> Float | Int | list of choices
+    defaults: dict[str, Any] = field(default_factory=dict)  # the first trial's parameters
+    rounds: str = ""  # boosting: the parameter counting rounds, chosen by early stopping per fold
+
+    def first_params(self) -> dict[str, Any]:
+        """The first trial: the defaults, completed with the first choice of any parameter they omit."""
+        params = dict(self.defaults)
+        for name, spec in self.space.items():
+            if name not in params:
+                params[name] = spec[0] if isinstance(spec, list) else spec.low
+        return params
 
 
-def _xgb_space() -> dict[str, Any]:
-    return {
-        "n_estimators": randint(50, 400),
-        "max_depth": randint(2, 8),
-        "learning_rate": loguniform(0.02, 0.3),
-        "subsample": uniform(0.6, 0.4),
-        "colsample_bytree": uniform(0.6, 0.4),
-        "min_child_weight": loguniform(0.5, 10),
-        "reg_lambda": loguniform(0.1, 10),
-    }
+def suggest(trial, candidate: Candidate) -> dict[str, Any]:
+    """The parameters of ``candidate`` an Optuna trial proposes (names prefixed by the family's)."""
+    params = {}
+    for name, spec in candidate.space.items():
+        key = f"{candidate.name}.{name}"
+        if isinstance(spec, Float):
+            params[name] = trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, Int):
+            params[name] = trial.suggest_int(key, spec.low, spec.high)
+        else:
+            params[name] = trial.suggest_categorical(key, list(spec))
+    return params
 
 
-def _hgb_space() -> dict[str, Any]:
-    return {
-        "learning_rate": loguniform(0.02, 0.3),
-        "max_iter": randint(50, 400),
-        "max_leaf_nodes": randint(8, 64),
-        "min_samples_leaf": randint(5, 50),
-        "l2_regularization": loguniform(1e-4, 10),
-    }
+def fit_fold(
+    candidate: Candidate,
+    params: dict[str, Any],
+    seed: int,
+    train: tuple[np.ndarray, np.ndarray],
+    held_out: tuple[np.ndarray, np.ndarray],
+    scorer: Callable[[Any, np.ndarray, np.ndarray], float],
+    deadline: float = math.inf,
+) -> tuple[float, int]:
+    """Fit one fold; returns (held-out score, rounds: the best round count for boosting, else 0).
+
+    Raises ``OutOfTime`` when the fit passes ``deadline``."""
+    (x, y), (x_out, y_out) = train, held_out
+    if candidate.rounds == "n_estimators":
+        return _fit_xgboost(candidate, params, seed, x, y, x_out, y_out, scorer, deadline)
+    if candidate.rounds == "max_iter":
+        return _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, scorer, deadline)
+    estimator = candidate.make(seed, **params)
+    fit(estimator, candidate, params, x, y)
+    if time.perf_counter() > deadline:
+        raise OutOfTime
+    return float(scorer(estimator, x_out, y_out)), 0
 
 
-def _pool(linear: Candidate, hgb_class: type, xgb_class: type) -> dict[str, Candidate]:
+def fit(estimator, candidate: Candidate, params: dict[str, Any], x, y, **kwargs):
+    """``estimator.fit``, with class weights given as sample weights where the family needs them."""
+    if candidate.framework == "xgboost" and params.get("class_weight"):
+        kwargs["sample_weight"] = compute_sample_weight(params["class_weight"], y)
+    return estimator.fit(x, y, **kwargs)
+
+
+class _Deadline(xgboost.callback.TrainingCallback):
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline, self.passed = deadline, False
+
+    def after_iteration(self, model, epoch, evals_log) -> bool:
+        self.passed = time.perf_counter() > self.deadline
+        return self.passed
+
+
+def _fit_xgboost(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
+    clock = _Deadline(deadline)
+    estimator = candidate.make(
+        seed,
+        **{**params, "n_estimators": MAX_ROUNDS},
+        early_stopping_rounds=PATIENCE,
+        callbacks=[clock],
+    )
+    fit(estimator, candidate, params, x, y, eval_set=[(x_out, y_out)], verbose=False)
+    if clock.passed:
+        raise OutOfTime
+    # predictions of an early-stopped model use its best round; that is the score of this trial's fold
+    return float(scorer(estimator, x_out, y_out)), int(estimator.best_iteration) + 1
+
+
+def _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
+    """Grow ``HGB_CHUNK`` rounds at a time; after each chunk, score every round so far on the held-out
+    rows (staged predictions: cheap) and stop once the best round is ``PATIENCE`` rounds behind."""
+    estimator = candidate.make(seed, **{**params, "max_iter": HGB_CHUNK}, warm_start=True)
+    while True:
+        estimator.fit(x, y)
+        scores = _staged_scores(estimator, x_out, y_out)
+        best = int(np.argmax(scores))
+        if estimator.n_iter_ - (best + 1) >= PATIENCE or estimator.n_iter_ >= MAX_ROUNDS:
+            return float(scores[best]), best + 1
+        if time.perf_counter() > deadline:
+            raise OutOfTime
+        estimator.set_params(max_iter=estimator.max_iter + HGB_CHUNK)
+
+
+def _staged_scores(estimator, x_out, y_out) -> np.ndarray:
+    """The held-out score after each round: negative log loss, or negative RMSE (the search's scorings)."""
+    if hasattr(estimator, "predict_proba"):
+        labels = estimator.classes_
+        return np.array([-log_loss(y_out, p, labels=labels) for p in estimator.staged_predict_proba(x_out)])
+    return np.array([-math.sqrt(mean_squared_error(y_out, p)) for p in estimator.staged_predict(x_out)])
+
+
+def _boosting_pool(
+    linear: Candidate, hgb_class: type, xgb_class: type, weights: list
+) -> dict[str, Candidate]:
     """A task's families: its linear model, then histogram gradient boosting and XGBoost."""
     return {
         linear.name: linear,
@@ -50,34 +171,73 @@ def _pool(linear: Candidate, hgb_class: type, xgb_class: type) -> dict[str, Cand
             "hist_gradient_boosting",
             "sklearn",
             lambda seed, **p: hgb_class(random_state=seed, early_stopping=False, **p),
-            _hgb_space(),
+            {
+                "learning_rate": Float(0.02, 0.3, log=True),
+                "max_leaf_nodes": Int(8, 64),
+                "min_samples_leaf": Int(5, 50),
+                "l2_regularization": Float(1e-4, 10, log=True),
+                **({"class_weight": weights} if weights else {}),
+            },
+            # scikit-learn's defaults
+            {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 1e-4},
+            rounds="max_iter",
         ),
         "xgboost": Candidate(
             "xgboost",
             "xgboost",
-            # n_jobs None: XGBoost takes the calling thread's OpenMP limit (components.common.threads)
-            lambda seed, **p: xgb_class(random_state=seed, n_jobs=None, tree_method="hist", **p),
-            _xgb_space(),
+            # n_jobs None: XGBoost takes the calling thread's OpenMP limit (components.common.threads);
+            # class_weight is applied as sample weights at fit (``fit``), not an XGBoost parameter.
+            lambda seed, class_weight=None, **p: xgb_class(
+                random_state=seed, n_jobs=None, tree_method="hist", **p
+            ),
+            {
+                "max_depth": Int(2, 8),
+                "learning_rate": Float(0.02, 0.3, log=True),
+                "subsample": Float(0.6, 1.0),
+                "colsample_bytree": Float(0.6, 1.0),
+                "min_child_weight": Float(0.5, 10, log=True),
+                "reg_lambda": Float(0.1, 10, log=True),
+                **({"class_weight": weights} if weights else {}),
+            },
+            # XGBoost's defaults (learning rate 0.3 is its default too; early stopping picks the rounds)
+            {
+                "max_depth": 6,
+                "learning_rate": 0.3,
+                "subsample": 1.0,
+                "colsample_bytree": 1.0,
+                "min_child_weight": 1.0,
+                "reg_lambda": 1.0,
+            },
+            rounds="n_estimators",
         ),
     }
 
 
-CLASSIFIERS = _pool(
+CLASS_WEIGHTS = [None, "balanced"]  # classification: class weights are a searched option
+
+CLASSIFIERS = _boosting_pool(
     Candidate(
         "logistic_regression",
         "sklearn",
         lambda seed, **p: LogisticRegression(max_iter=2000, random_state=seed, **p),
-        {"C": loguniform(1e-3, 1e2)},
+        {"C": Float(1e-3, 1e2, log=True), "class_weight": CLASS_WEIGHTS},
+        {"C": 1.0},
     ),
     HistGradientBoostingClassifier,
     XGBClassifier,
+    CLASS_WEIGHTS,
 )
-REGRESSORS = _pool(
+REGRESSORS = _boosting_pool(
     Candidate(
-        "ridge", "sklearn", lambda seed, **p: Ridge(random_state=seed, **p), {"alpha": loguniform(1e-3, 1e3)}
+        "ridge",
+        "sklearn",
+        lambda seed, **p: Ridge(random_state=seed, **p),
+        {"alpha": Float(1e-3, 1e3, log=True)},
+        {"alpha": 1.0},
     ),
     HistGradientBoostingRegressor,
     XGBRegressor,
+    [],
 )
 
 
