@@ -22,8 +22,8 @@ CLASSIFICATION_METRICS = {"accuracy": "max", "f1_macro": "max", "roc_auc": "max"
 REGRESSION_METRICS = {"rmse": "min", "mae": "min", "r2": "max"}
 METRIC_DIRECTIONS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
 CANDIDATES = {
-    "classification": ("logistic_regression", "hist_gradient_boosting", "xgboost"),
-    "regression": ("ridge", "hist_gradient_boosting", "xgboost"),
+    "classification": ("logistic_regression", "hist_gradient_boosting", "xgboost", "lightgbm"),
+    "regression": ("ridge", "hist_gradient_boosting", "xgboost", "lightgbm"),
 }
 
 

@@ -33,13 +33,20 @@ def test_images_run_as_non_root_with_locked_versions(images, image):
     config = images.images.get(image).attrs["Config"]
     assert config["User"] == "1000:1000"
     code = (
-        "import os, importlib.metadata as m; "
-        "print(os.getuid(), m.version('scikit-learn'), m.version('xgboost-cpu'), m.version('numpy'))"
+        "import os, importlib.metadata as m, lightgbm, xgboost, sklearn; "
+        "print(os.getuid(), m.version('scikit-learn'), m.version('xgboost-cpu'), m.version('lightgbm'), "
+        "m.version('numpy'))"
     )
     out = images.containers.run(image, entrypoint=["python", "-c", code], remove=True).decode().split()
     from importlib.metadata import version
 
-    assert out == ["1000", version("scikit-learn"), version("xgboost-cpu"), version("numpy")]
+    assert out == [
+        "1000",
+        version("scikit-learn"),
+        version("xgboost-cpu"),
+        version("lightgbm"),
+        version("numpy"),
+    ]
     if image == SERVING_IMAGE:  # small: no TensorFlow, no kfp
         probe = (
             "import importlib.util as u; print(u.find_spec('tensorflow') is None, u.find_spec('kfp') is None)"

@@ -24,6 +24,9 @@ CASES = [
     ("regression", 0, "ridge"),
     ("regression", 0, "hist_gradient_boosting"),
     ("regression", 0, "xgboost"),
+    ("classification", 2, "lightgbm"),
+    ("classification", 3, "lightgbm"),
+    ("regression", 0, "lightgbm"),
 ]
 
 
@@ -333,7 +336,9 @@ def test_ids_are_dropped_and_dates_and_booleans_typed_in_the_model(messy_model):
     assert "signup_date__month" in " ".join(model.metadata["model_inputs"])
 
 
-@pytest.mark.parametrize("candidate", ["logistic_regression", "hist_gradient_boosting", "xgboost"])
+@pytest.mark.parametrize(
+    "candidate", ["logistic_regression", "hist_gradient_boosting", "xgboost", "lightgbm"]
+)
 def test_fast_path_equals_the_pipeline_with_dates_and_booleans(tmp_path, candidate):
     from tests.conftest import make_messy_table
 

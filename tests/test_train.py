@@ -24,7 +24,7 @@ def test_every_task_trains_a_servable_model(tmp_path, task, classes, family):
     model_dir = build_model(tmp_path, str(tmp_path / "t.csv"), target="y", task=task, max_trials=3)
     model = ServableModel.load(model_dir)
     meta = json.loads((model_dir / "metadata.json").read_text())
-    assert meta["task"] == task and meta["framework"] in ("sklearn", "xgboost")
+    assert meta["task"] == task and meta["framework"] in ("sklearn", "xgboost", "lightgbm")
     assert meta["versions"]["scikit-learn"] and meta["sha256"]["model.joblib"] == model.sha256
     assert [f["name"] for f in meta["features"]] == ["x_one", "x2", "color", "size"]
     test = pd.read_parquet(tmp_path / "test.parquet")
@@ -52,7 +52,8 @@ def test_search_respects_trial_budget_and_is_deterministic():
     second, _ = search(x, y, **args)
     assert stopped == "max_trials" and len(first) == 6
     # every family is first tried with its library's defaults, in the order given; then the sampler
-    assert [t.candidate for t in first[:3]] == ["logistic_regression", "hist_gradient_boosting", "xgboost"]
+    families = ["logistic_regression", "hist_gradient_boosting", "xgboost", "lightgbm"]
+    assert [t.candidate for t in first[:4]] == families
     assert first[0].params == {"C": 1.0, "class_weight": None}
     assert first[2].params["learning_rate"] == 0.3 and first[2].params["max_depth"] == 6
     assert [(t.candidate, t.params, t.cv_score, t.state) for t in first] == [
@@ -67,15 +68,16 @@ def test_boosting_rounds_are_chosen_by_early_stopping_and_kept_for_the_refit(tmp
         x,
         y,
         task="classification",
-        candidates=candidates_for("classification", ["hist_gradient_boosting", "xgboost"]),
-        max_trials=2,
+        candidates=candidates_for("classification", ["hist_gradient_boosting", "xgboost", "lightgbm"]),
+        max_trials=3,
         max_seconds=600,
         cv_folds=3,
         seed=0,
     )
-    hgb, xgb = trials
+    hgb, xgb, lgbm = trials
     # an easy two-feature problem: the best round comes long before the cap
     assert 1 <= hgb.params["max_iter"] < MAX_ROUNDS and 1 <= xgb.params["n_estimators"] < MAX_ROUNDS
+    assert 1 <= lgbm.params["n_estimators"] < MAX_ROUNDS
     make_table(400, seed=3).to_csv(tmp_path / "t.csv", index=False)
     model_dir = build_model(
         tmp_path,
@@ -152,7 +154,7 @@ def test_class_weights_reach_every_family():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 3)).astype(np.float32)
     y = (x[:, 0] + rng.normal(scale=1.0, size=600) > 1.6).astype(int)  # ~10% positives
-    for name in ("logistic_regression", "hist_gradient_boosting", "xgboost"):
+    for name in ("logistic_regression", "hist_gradient_boosting", "xgboost", "lightgbm"):
         (candidate,) = candidates_for("classification", [name])
         assert candidate.space["class_weight"] == [None, "balanced"]
         shares = []

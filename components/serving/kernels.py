@@ -6,7 +6,7 @@ tree ensembles start an OpenMP parallel region per tree (milliseconds per row fo
 boosting). A kernel reads the fitted parameters once and repeats the estimator's own operations, in the
 same order and dtypes, so the answers are the estimator's bit for bit (tests compare them for every
 model family the search can pick). For small batches, histogram gradient boosting walks all its trees
-together in numpy and XGBoost predicts on one thread; large batches use the estimators' own threaded
+together in numpy and XGBoost and LightGBM predict on one thread; large batches use the estimators' own threaded
 code on ``threads`` threads (threads split rows, so the answers do not depend on them; by default one,
 or the user's ``OMP_NUM_THREADS``: ``components.common.threads``, docs/benchmarks.md "Thread set-ups").
 An estimator without a kernel here is called as it is.
@@ -48,6 +48,9 @@ def estimator_kernel(estimator, task: str, threads: int | None = None) -> tuple[
     kernel = _xgboost(estimator, task, threads)
     if kernel is not None:
         return kernel, "xgboost booster.inplace_predict"
+    kernel = _lightgbm(estimator, task, threads)
+    if kernel is not None:
+        return kernel, "lightgbm booster.predict"
     generic = estimator.predict_proba if task == "classification" else estimator.predict
     return generic, f"{kind.__name__}.{generic.__name__}"
 
@@ -170,5 +173,24 @@ def _xgboost(estimator, task: str, threads: int) -> Kernel | None:
         if task == "classification" and not (out.ndim == 2 and out.shape[1] == n_classes):
             return np.vstack((1.0 - out, out)).transpose()
         return out
+
+    return predict
+
+
+def _lightgbm(estimator, task: str, threads: int) -> Kernel | None:
+    # LGBMModel.predict -> Booster.predict (every round: the refit has no early stopping), and
+    # LGBMClassifier.predict_proba (binary: [1 - p, p]); without the wrapper's input validation.
+    try:
+        from lightgbm import LGBMModel
+    except ImportError:  # pragma: no cover - lightgbm is a locked dependency
+        return None
+    if not isinstance(estimator, LGBMModel) or callable(estimator._objective):
+        return None
+    booster = estimator.booster_
+    binary = task == "classification" and estimator.n_classes_ <= 2
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = booster.predict(x, num_threads=1 if x.shape[0] <= SMALL_BATCH else threads)
+        return np.vstack((1.0 - out, out)).transpose() if binary else out
 
     return predict

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,6 +101,8 @@ def search(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # multivariate TPE over conditional spaces (group=True) is marked experimental in Optuna 5.0
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     scorer = get_scorer(SCORING[task])
     folds = list(
         (

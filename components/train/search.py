@@ -6,7 +6,7 @@ for boosting families, the parameter that counts rounds: that one is not searche
 stopping on each cross-validation fold (``fit_fold``), and the mean of the folds' best round counts is
 what the final model is refitted with.
 
-Every fit obeys a deadline: XGBoost through a training callback checked after each round, histogram
+Every fit obeys a deadline: XGBoost and LightGBM through a training callback checked after each round, histogram
 gradient boosting by growing its trees ``HGB_CHUNK`` rounds at a time (``warm_start``, which gives the
 same model as one fit of the same length; tested), so that a slow trial is cut within one round or one chunk of
 the search's time budget instead of running to its end.
@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import xgboost
+from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import log_loss, mean_squared_error
 from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier, XGBRegressor
+
+from components.common.threads import fit_threads
 
 MAX_ROUNDS = 500  # boosting: the most rounds a trial may grow (early stopping usually ends sooner)
 PATIENCE = 25  # boosting: rounds without improvement on the fold's held-out rows before stopping
@@ -95,8 +97,10 @@ def fit_fold(
 
     Raises ``OutOfTime`` when the fit passes ``deadline``."""
     (x, y), (x_out, y_out) = train, held_out
-    if candidate.rounds == "n_estimators":
+    if candidate.rounds and candidate.framework == "xgboost":
         return _fit_xgboost(candidate, params, seed, x, y, x_out, y_out, scorer, deadline)
+    if candidate.rounds and candidate.framework == "lightgbm":
+        return _fit_lightgbm(candidate, params, seed, x, y, x_out, y_out, scorer, deadline)
     if candidate.rounds == "max_iter":
         return _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, scorer, deadline)
     estimator = candidate.make(seed, **params)
@@ -138,33 +142,60 @@ def _fit_xgboost(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
     return float(scorer(estimator, x_out, y_out)), int(estimator.best_iteration) + 1
 
 
+def _fit_lightgbm(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
+    import lightgbm
+
+    def clock(env) -> None:
+        if time.perf_counter() > deadline:
+            raise OutOfTime
+
+    estimator = candidate.make(seed, **{**params, "n_estimators": MAX_ROUNDS})
+    estimator.fit(
+        x,
+        y,
+        eval_X=(x_out,),
+        eval_y=(y_out,),
+        callbacks=[lightgbm.early_stopping(PATIENCE, first_metric_only=True, verbose=False), clock],
+    )
+    # predictions of an early-stopped model use its best round; that is the score of this trial's fold
+    return float(scorer(estimator, x_out, y_out)), int(estimator.best_iteration_ or MAX_ROUNDS)
+
+
 def _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
     """Grow ``HGB_CHUNK`` rounds at a time; after each chunk, score every round so far on the held-out
-    rows (staged predictions: cheap) and stop once the best round is ``PATIENCE`` rounds behind."""
+    rows (staged predictions: cheap) and stop once the best round is ``PATIENCE`` rounds behind. The
+    fold's score is the search's scorer on the model cut at that round (the same as XGBoost's)."""
     estimator = candidate.make(seed, **{**params, "max_iter": HGB_CHUNK}, warm_start=True)
     while True:
         estimator.fit(x, y)
-        scores = _staged_scores(estimator, x_out, y_out)
-        best = int(np.argmax(scores))
+        losses = _staged_losses(estimator, x_out, y_out)
+        best = int(np.argmin(losses))
         if estimator.n_iter_ - (best + 1) >= PATIENCE or estimator.n_iter_ >= MAX_ROUNDS:
-            return float(scores[best]), best + 1
+            rounds = best + 1
+            cut = candidate.make(seed, **{**params, "max_iter": rounds}).fit(x, y)
+            return float(scorer(cut, x_out, y_out)), rounds
         if time.perf_counter() > deadline:
             raise OutOfTime
         estimator.set_params(max_iter=estimator.max_iter + HGB_CHUNK)
 
 
-def _staged_scores(estimator, x_out, y_out) -> np.ndarray:
-    """The held-out score after each round: negative log loss, or negative RMSE (the search's scorings)."""
+def _staged_losses(estimator, x_out, y_out) -> np.ndarray:
+    """The held-out loss after each round (log loss or squared error: the search's scorings, up to a
+    monotone transform), in numpy: scikit-learn's metric functions validate their input on every call,
+    which costs more than the arithmetic for hundreds of rounds."""
     if hasattr(estimator, "predict_proba"):
-        labels = estimator.classes_
-        return np.array([-log_loss(y_out, p, labels=labels) for p in estimator.staged_predict_proba(x_out)])
-    return np.array([-math.sqrt(mean_squared_error(y_out, p)) for p in estimator.staged_predict(x_out)])
+        rows = np.arange(len(y_out)), np.searchsorted(estimator.classes_, y_out)
+        tiny = np.finfo(np.float64).eps
+        return np.array(
+            [-np.mean(np.log(np.clip(p[rows], tiny, None))) for p in estimator.staged_predict_proba(x_out)]
+        )
+    return np.array([np.mean((p - y_out) ** 2) for p in estimator.staged_predict(x_out)])
 
 
 def _boosting_pool(
-    linear: Candidate, hgb_class: type, xgb_class: type, weights: list
+    linear: Candidate, hgb_class: type, xgb_class: type, lgbm_class: type, weights: list
 ) -> dict[str, Candidate]:
-    """A task's families: its linear model, then histogram gradient boosting and XGBoost."""
+    """A task's families: its linear model, then histogram gradient boosting, XGBoost and LightGBM."""
     return {
         linear.name: linear,
         "hist_gradient_boosting": Candidate(
@@ -210,6 +241,34 @@ def _boosting_pool(
             },
             rounds="n_estimators",
         ),
+        "lightgbm": Candidate(
+            "lightgbm",
+            "lightgbm",
+            # n_jobs: LightGBM sets its own OpenMP thread count per call (threadpoolctl's limit does not
+            # hold there), so it is given the fit's threads explicitly
+            lambda seed, **p: lgbm_class(
+                random_state=seed, n_jobs=fit_threads(), subsample_freq=1, verbose=-1, **p
+            ),
+            {
+                "num_leaves": Int(8, 128),
+                "learning_rate": Float(0.02, 0.3, log=True),
+                "min_child_samples": Int(5, 50),
+                "subsample": Float(0.6, 1.0),
+                "colsample_bytree": Float(0.6, 1.0),
+                "reg_lambda": Float(1e-3, 10, log=True),
+                **({"class_weight": weights} if weights else {}),
+            },
+            # LightGBM's defaults (its reg_lambda 0 is below the searched range: its low end stands in)
+            {
+                "num_leaves": 31,
+                "learning_rate": 0.1,
+                "min_child_samples": 20,
+                "subsample": 1.0,
+                "colsample_bytree": 1.0,
+                "reg_lambda": 1e-3,
+            },
+            rounds="n_estimators",
+        ),
     }
 
 
@@ -225,6 +284,7 @@ CLASSIFIERS = _boosting_pool(
     ),
     HistGradientBoostingClassifier,
     XGBClassifier,
+    LGBMClassifier,
     CLASS_WEIGHTS,
 )
 REGRESSORS = _boosting_pool(
@@ -237,6 +297,7 @@ REGRESSORS = _boosting_pool(
     ),
     HistGradientBoostingRegressor,
     XGBRegressor,
+    LGBMRegressor,
     [],
 )
 
