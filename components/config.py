@@ -100,6 +100,12 @@ class TabularConfig(BaseModel):
     search_sample_rows: int = Field(
         50_000, ge=100, description="rows the search cross-validates on; the winner refits on all"
     )
+    ensemble_size: int = Field(
+        25,
+        ge=0,
+        description="rounds of ensemble selection over the best trials (a weighted ensemble, used only when "
+        "it beats the best single model out of fold); 0 or 1: the best single model",
+    )
 
     # --- evaluation gate ---
     thresholds: dict[str, float] = Field(

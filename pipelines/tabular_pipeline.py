@@ -65,6 +65,7 @@ def tabular_pipeline(
     max_seconds: float = D.max_seconds,
     cv_folds: int = D.cv_folds,
     search_sample_rows: int = D.search_sample_rows,
+    ensemble_size: int = D.ensemble_size,
     thresholds: dict = D.thresholds,
     baseline_model_uri: str = D.baseline_model_uri,
     baseline_tolerance: float = D.baseline_tolerance,
@@ -142,6 +143,7 @@ def tabular_pipeline(
             max_seconds=max_seconds,
             cv_folds=cv_folds,
             search_sample_rows=search_sample_rows,
+            ensemble_size=ensemble_size,
             seed=seed,
             **tracking,
         ).set_caching_options(CACHING["train"])

@@ -160,7 +160,7 @@ def test_two_runs_two_versions_the_second_compared_with_the_first(demo_runs):
 def test_a_worse_challenger_is_refused_and_the_champion_stays(demo_runs):
     _, _, (code, output, run_dir, store), _ = demo_runs
     assert code == 3, output
-    assert "NOT BLESSED: log_loss" in output and "worse" in output and "vs champion" in output
+    assert "NOT BLESSED: worse: log_loss = " in output and "vs champion" in output
     assert "deploy     skipped: the model was not blessed (the champion is unchanged)" in output
     out = task_outputs(run_dir)
     assert "register" not in out and "deploy" not in out
@@ -276,25 +276,18 @@ def _csv(tmp: Path, df) -> list[str]:
     return ["--source-uri", str(tmp / "data.csv"), "--target", "y", "--max-trials", "2"]
 
 
+# One bad input per stage that stops a run (and the configuration, which stops it before it starts): what
+# a failed run leaves is the same whatever the error. Each error's own message is tested on the stage's
+# core (tests/test_ingest.py: empty tables, a missing target, non-numbers in a numeric column, empty
+# columns and more; tests/test_validate.py).
 BAD_INPUT = {
     "missing file": (lambda tmp: ["--source-uri", str(tmp / "nope.csv")], "ingest", "data source not found"),
-    "empty table": (lambda tmp: _csv(tmp, make_table(20).iloc[:0]), "ingest", "has no rows"),
-    "missing target": (
-        lambda tmp: ["--target", "beak_colour"],
-        "ingest",
-        "target column 'beak_colour' is not in the table",
-    ),
     "wrong type": (
         lambda tmp: _csv(
             tmp, make_table(200).assign(x2=lambda d: d["x2"].astype(object).where(d.index != 3, "lots"))
         ),
         "ingest",
         "column 'x2' is numeric but 1 of its 190 values are not numbers, e.g. ['lots']",
-    ),
-    "all-missing column": (
-        lambda tmp: _csv(tmp, make_table(200).assign(blank=None)),
-        "ingest",
-        r"['blank'] have no values",
     ),
     "schema violation": (_schema_violation, "validate", "island"),
     "bad config": (

@@ -25,6 +25,7 @@ from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
+from components.common.ensemble import WeightedEnsemble, normalize
 from components.common.threads import fit_threads
 
 Kernel = Callable[[np.ndarray], np.ndarray]
@@ -38,6 +39,8 @@ def estimator_kernel(estimator, task: str, threads: int | None = None) -> tuple[
     thread calls them (an OpenMP limit set with threadpoolctl would hold only in the thread that set it)."""
     threads = threads or fit_threads()
     kind = type(estimator)
+    if kind is WeightedEnsemble:
+        return _ensemble(estimator, task, threads)
     if kind is LogisticRegression and task == "classification":
         return _logistic(estimator), "numpy (logistic regression)"
     if kind in (Ridge, LinearRegression) and task == "regression":
@@ -194,3 +197,18 @@ def _lightgbm(estimator, task: str, threads: int) -> Kernel | None:
         return np.vstack((1.0 - out, out)).transpose() if binary else out
 
     return predict
+
+
+def _ensemble(estimator: WeightedEnsemble, task: str, threads: int) -> tuple[Kernel, str]:
+    # WeightedEnsemble.predict_proba / predict: the members' outputs weighted and added in member order.
+    parts = [estimator_kernel(member, task, threads) for member in estimator.members]
+    kernels, weights = [kernel for kernel, _ in parts], estimator.weights
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        total = None
+        for weight, kernel in zip(weights, kernels, strict=True):
+            total = weight * kernel(x) if total is None else total + weight * kernel(x)
+        return normalize(total) if task == "classification" else total
+
+    names = ", ".join(f"{name} x{w:.2f}" for (_, name), w in zip(parts, weights, strict=True))
+    return predict, f"weighted ensemble ({names})"

@@ -19,12 +19,14 @@ def train(
     cv_folds: int,
     search_sample_rows: int,
     seed: int,
+    ensemble_size: int,
     mlflow_tracking_uri: str,
     mlflow_run_id: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Select scikit-learn/XGBoost candidates by cross-validation under a budget; write the servable model
+    """Select scikit-learn/XGBoost/LightGBM candidates (or an ensemble of the best) by cross-validation under a
+    budget; write the servable model
     (the fitted preprocessing and estimator, with the train split's TFDV statistics and the schema)."""
     import os
 
@@ -45,6 +47,7 @@ def train(
             cv_folds=cv_folds,
             search_sample_rows=search_sample_rows,
             seed=seed,
+            ensemble_size=ensemble_size,
             model_dir=model.path,
             train_stats_path=os.path.join(statistics.path, "train.pb"),
             schema_path=schema.path,
@@ -58,6 +61,7 @@ def train(
                 "max_seconds": max_seconds,
                 "cv_folds": cv_folds,
                 "search_sample_rows": search_sample_rows,
+                "ensemble_size": ensemble_size,
             },
         )
     meta = result.model_metadata
@@ -75,7 +79,8 @@ def train(
             "params": meta["params"],
         }
     )
-    metrics.log_metric(f"cv_{result.scoring}", result.best.cv_score)
+    metrics.log_metric(f"cv_{result.scoring}", result.cv_score)
+    metrics.log_metric("model_bytes", result.model_bytes)
     for name, value in result.eval_metrics.items():
         metrics.log_metric(f"eval_{name}", value)
     metrics.log_metric("trials", len(result.trials))

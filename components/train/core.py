@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
+from components.common.ensemble import WeightedEnsemble, better, select
 from components.common.errors import ConfigError
 from components.common.logs import get_logger
 from components.common.metrics import classification_metrics, regression_metrics
@@ -35,6 +37,11 @@ class Trial:
     cv_score: float  # mean over the folds run (all of them unless pruned)
     seconds: float
     state: str = "complete"  # "complete" | "pruned" (stopped after a fold: never chosen)
+    # out-of-fold predictions of a complete trial (what ensemble selection works on); not recorded
+    oof: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "oof"}
 
 
 @dataclass
@@ -47,16 +54,24 @@ class TrainResult:
     train_rows: int
     stopped_by: str  # "max_trials" | "max_seconds"
     search_seconds: float = 0.0
+    ensemble: list[dict[str, Any]] | None = None  # the members (trial, candidate, weight) when chosen
+    model_bytes: int = 0
     model_metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cv_score(self) -> float:
+        """The chosen model's cross-validated score: the best trial's, or the ensemble's out of fold."""
+        return float(self.model_metadata.get("cv_score", {}).get(self.scoring, self.best.cv_score))
 
     def summary(self) -> dict[str, Any]:
         return {
-            "best": asdict(self.best),
+            "best": self.best.record(),
             "trials": len(self.trials),
             "scoring": self.scoring,
             "eval_metrics": self.eval_metrics,
             "stopped_by": self.stopped_by,
             "search_seconds": round(self.search_seconds, 3),
+            "ensemble": self.ensemble,
         }
 
 
@@ -137,10 +152,11 @@ def search(
         candidate = by_name[proposal.suggest_categorical("candidate", list(by_name))]
         params = _jsonable(suggest(proposal, candidate))
         began, scores, rounds, state = time.perf_counter(), [], [], "complete"
+        oof = None
         try:
             with limit(threads):
                 for step, (fit_rows, out_rows) in enumerate(folds):
-                    score, best_rounds = fit_fold(
+                    score, best_rounds, predicted = fit_fold(
                         candidate,
                         params,
                         seed,
@@ -151,6 +167,9 @@ def search(
                     )
                     scores.append(score)
                     rounds.append(best_rounds)
+                    if oof is None:
+                        oof = np.zeros((len(y), *predicted.shape[1:]), dtype=np.float64)
+                    oof[out_rows] = predicted
                     proposal.report(float(np.mean(scores)), step)
                     if step < len(folds) - 1 and proposal.should_prune():
                         state = "pruned"
@@ -170,7 +189,13 @@ def search(
         if candidate.rounds and rounds:
             params[candidate.rounds] = max(1, round(float(np.mean(rounds))))
         trial = Trial(
-            number, candidate.name, params, float(np.mean(scores)), time.perf_counter() - began, state
+            number,
+            candidate.name,
+            params,
+            float(np.mean(scores)),
+            time.perf_counter() - began,
+            state,
+            oof if state == "complete" else None,
         )
         trials.append(trial)
         if state == "pruned":
@@ -195,6 +220,66 @@ def search(
     return trials, stopped_by
 
 
+ENSEMBLE_POOL = 10  # ensemble selection chooses among the best complete trials, at most this many
+
+
+@dataclass
+class Members:
+    trials: list[Trial]
+    weights: list[float]
+    oof_score: float  # the ensemble's out-of-fold score (the search's scoring: higher is better)
+    best_single_oof_score: float
+
+    def record(self) -> list[dict[str, Any]]:
+        return [
+            {"trial": t.number, "candidate": t.candidate, "weight": w, "params": t.params}
+            for t, w in zip(self.trials, self.weights, strict=True)
+        ]
+
+    def metadata(self, scoring: str, by_name: dict[str, Candidate]) -> dict[str, Any]:
+        return {
+            "framework": "ensemble",
+            "estimator": "WeightedEnsemble",
+            "candidate": "ensemble",
+            "params": {"members": self.record()},
+            "member_frameworks": sorted({by_name[t.candidate].framework for t in self.trials}),
+            "cv_score": {scoring: self.oof_score},
+        }
+
+
+def choose_ensemble(task: str, y: np.ndarray, trials: list[Trial], rounds: int) -> Members | None:
+    """Caruana ensemble selection over the best complete trials' out-of-fold predictions; the ensemble
+    when it beats the best single model's out-of-fold score, else None (the best single model is used)."""
+    pool = sorted((t for t in trials if t.oof is not None), key=lambda t: -t.cv_score)[:ENSEMBLE_POOL]
+    if rounds < 2 or len(pool) < 2:
+        return None
+    target = y.astype(np.int64) if task == "classification" else y
+    chosen = select(task, target, [t.oof for t in pool], rounds)
+    sign = -1.0  # losses (log loss, RMSE) as the search's scores (negative log loss, negative RMSE)
+    if len(chosen.weights) < 2 or not better(chosen.loss, chosen.best_single_loss):
+        log.info(
+            "ensemble selection: no ensemble beats the best single model out of fold (%.4f)",
+            sign * chosen.best_single_loss,
+        )
+        return None
+    members = Members(
+        [pool[i] for i in chosen.weights],
+        list(chosen.weights.values()),
+        sign * chosen.loss,
+        sign * chosen.best_single_loss,
+    )
+    log.info(
+        "ensemble selection: %s, out of fold %.4f against the best single model's %.4f",
+        ", ".join(
+            f"trial {t.number} {t.candidate} x{w:.2f}"
+            for t, w in zip(members.trials, members.weights, strict=True)
+        ),
+        members.oof_score,
+        members.best_single_oof_score,
+    )
+    return members
+
+
 def target_summary(task: str, y: np.ndarray, classes: list) -> dict[str, Any]:
     """What the trivial model knows: class counts (it predicts their shares) or the mean (regression)."""
     if task == "classification":
@@ -217,6 +302,7 @@ def train(
     model_dir: str,
     train_stats_path: str = "",
     schema_path: str = "",
+    ensemble_size: int = 25,
 ) -> TrainResult:
     """Search, refit the winner on all train rows, and write the servable model to ``model_dir``.
 
@@ -264,10 +350,31 @@ def train(
         search_seconds,
         stopped_by,
     )
-    chosen = next(c for c in pool if c.name == best.candidate)
-    log.info("best: %s %s; refitting on all %d train rows", best.candidate, best.params, len(y_train))
+    by_name = {c.name: c for c in pool}
+    members = choose_ensemble(task, y_search, trials, ensemble_size)
     with limit(fit_threads()):
-        estimator = fit(chosen.make(seed, **best.params), chosen, best.params, x_train, y_train)
+        if members:
+            log.info(
+                "refitting the ensemble's %d models on all %d train rows", len(members.weights), len(y_train)
+            )
+            estimator = WeightedEnsemble(
+                [
+                    fit(
+                        by_name[t.candidate].make(seed, **t.params),
+                        by_name[t.candidate],
+                        t.params,
+                        x_train,
+                        y_train,
+                    )
+                    for t in members.trials
+                ],
+                list(members.weights),
+                task,
+            )
+        else:
+            log.info("best: %s %s; refitting on all %d train rows", best.candidate, best.params, len(y_train))
+            chosen = by_name[best.candidate]
+            estimator = fit(chosen.make(seed, **best.params), chosen, best.params, x_train, y_train)
         if task == "classification":
             eval_metrics = classification_metrics(y_eval.astype(np.int64), estimator.predict_proba(x_eval))
         else:
@@ -283,11 +390,17 @@ def train(
             "features": spec.features,
             "classes": spec.classes,
             "model_inputs": spec.output_features,
-            "framework": chosen.framework,
-            "estimator": type(estimator).__name__,
-            "candidate": best.candidate,
-            "params": best.params,
-            "cv_score": {SCORING[task]: best.cv_score},
+            **(
+                members.metadata(SCORING[task], by_name)
+                if members
+                else {
+                    "framework": by_name[best.candidate].framework,
+                    "estimator": type(estimator).__name__,
+                    "candidate": best.candidate,
+                    "params": best.params,
+                    "cv_score": {SCORING[task]: best.cv_score},
+                }
+            ),
             "eval_metrics": eval_metrics,
             "train_rows": int(len(y_train)),
             "target_summary": target_summary(task, y_train, spec.classes),
@@ -300,7 +413,13 @@ def train(
         if path
     }
     meta = model.save(model_dir, files=carried)
-    log.info("model artifact written: %s (sha256 %s)", model_dir, meta["sha256"]["model.joblib"][:12])
+    model_bytes = os.path.getsize(os.path.join(model_dir, "model.joblib"))
+    log.info(
+        "model artifact written: %s (sha256 %s, %.1f MB)",
+        model_dir,
+        meta["sha256"]["model.joblib"][:12],
+        model_bytes / 1e6,
+    )
     return TrainResult(
         best=best,
         trials=trials,
@@ -311,6 +430,8 @@ def train(
         stopped_by=stopped_by,
         search_seconds=search_seconds,
         model_metadata=meta,
+        ensemble=members.record() if members else None,
+        model_bytes=model_bytes,
     )
 
 
@@ -322,13 +443,23 @@ def track(tracker, result: TrainResult, *, params: dict) -> None:
     tracker.log_params(params)
     tracker.log_params(
         {
-            "chosen_candidate": result.best.candidate,
-            **{f"chosen.{k}": v for k, v in result.best.params.items()},
+            "chosen_candidate": "ensemble" if result.ensemble else result.best.candidate,
+            **(
+                {
+                    f"chosen.member{i}": f"trial {m['trial']} {m['candidate']} x{m['weight']:.3f}"
+                    for i, m in enumerate(result.ensemble, 1)
+                }
+                if result.ensemble
+                else {f"chosen.{k}": v for k, v in result.best.params.items()}
+            ),
         }
     )
     tracker.log_metrics(
         {
-            f"cv_{result.scoring}": result.best.cv_score,
+            f"cv_{result.scoring}": result.cv_score,
+            f"best_trial_cv_{result.scoring}": result.best.cv_score,
+            "model_bytes": result.model_bytes,
+            "ensemble_members": len(result.ensemble or []),
             "trials": len(result.trials),
             "search_rows": result.search_rows,
             "train_rows": result.train_rows,

@@ -92,8 +92,9 @@ def fit_fold(
     held_out: tuple[np.ndarray, np.ndarray],
     scorer: Callable[[Any, np.ndarray, np.ndarray], float],
     deadline: float = math.inf,
-) -> tuple[float, int]:
-    """Fit one fold; returns (held-out score, rounds: the best round count for boosting, else 0).
+) -> tuple[float, int, np.ndarray]:
+    """Fit one fold; returns (held-out score, rounds: the best round count for boosting, else 0, the
+    held-out predictions: class probabilities or values, of the model that was scored).
 
     Raises ``OutOfTime`` when the fit passes ``deadline``."""
     (x, y), (x_out, y_out) = train, held_out
@@ -107,7 +108,11 @@ def fit_fold(
     fit(estimator, candidate, params, x, y)
     if time.perf_counter() > deadline:
         raise OutOfTime
-    return float(scorer(estimator, x_out, y_out)), 0
+    return float(scorer(estimator, x_out, y_out)), 0, _predict(estimator, x_out)
+
+
+def _predict(estimator, x: np.ndarray) -> np.ndarray:
+    return estimator.predict_proba(x) if hasattr(estimator, "predict_proba") else estimator.predict(x)
 
 
 def fit(estimator, candidate: Candidate, params: dict[str, Any], x, y, **kwargs):
@@ -139,7 +144,11 @@ def _fit_xgboost(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
     if clock.passed:
         raise OutOfTime
     # predictions of an early-stopped model use its best round; that is the score of this trial's fold
-    return float(scorer(estimator, x_out, y_out)), int(estimator.best_iteration) + 1
+    return (
+        float(scorer(estimator, x_out, y_out)),
+        int(estimator.best_iteration) + 1,
+        _predict(estimator, x_out),
+    )
 
 
 def _fit_lightgbm(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
@@ -158,7 +167,8 @@ def _fit_lightgbm(candidate, params, seed, x, y, x_out, y_out, scorer, deadline)
         callbacks=[lightgbm.early_stopping(PATIENCE, first_metric_only=True, verbose=False), clock],
     )
     # predictions of an early-stopped model use its best round; that is the score of this trial's fold
-    return float(scorer(estimator, x_out, y_out)), int(estimator.best_iteration_ or MAX_ROUNDS)
+    rounds = int(estimator.best_iteration_ or MAX_ROUNDS)
+    return float(scorer(estimator, x_out, y_out)), rounds, _predict(estimator, x_out)
 
 
 def _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, scorer, deadline):
@@ -173,7 +183,7 @@ def _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, sco
         if estimator.n_iter_ - (best + 1) >= PATIENCE or estimator.n_iter_ >= MAX_ROUNDS:
             rounds = best + 1
             cut = candidate.make(seed, **{**params, "max_iter": rounds}).fit(x, y)
-            return float(scorer(cut, x_out, y_out)), rounds
+            return float(scorer(cut, x_out, y_out)), rounds, _predict(cut, x_out)
         if time.perf_counter() > deadline:
             raise OutOfTime
         estimator.set_params(max_iter=estimator.max_iter + HGB_CHUNK)
