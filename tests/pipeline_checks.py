@@ -45,7 +45,7 @@ def assert_demo_outputs(out: dict, store: str, *, trials: int = 12) -> None:
     assert "<html" in Path(validate["statistics_report"]["uri"]).read_text().lower()
 
     model = out["train"]["artifacts"]["model"]
-    assert model["metadata"]["framework"] in ("sklearn", "xgboost")
+    assert model["metadata"]["framework"] in ("sklearn", "xgboost", "lightgbm", "ensemble")
     assert model["metadata"]["sha256"] == sha256_file(Path(model["uri"]) / "model.joblib")
     assert out["train"]["artifacts"]["metrics"]["metadata"]["trials"] == trials
 
