@@ -115,8 +115,15 @@ def summarize(run_dir: Path) -> tuple[list[str], bool | None]:
         meta = out["train"]["artifacts"]["model"]["metadata"]
         metrics = out["train"]["artifacts"]["metrics"]["metadata"]
         cv = {k: v for k, v in metrics.items() if k.startswith("cv_")}
+        members = meta.get("params", {}).get("members") if meta["framework"] == "ensemble" else None
+        chosen = (
+            "an ensemble of "
+            + " + ".join(f"{m['weight']:.2f} {m['candidate']} (trial {m['trial']})" for m in members)
+            if members
+            else f"best {meta['estimator']} ({meta['framework']})"
+        )
         lines.append(
-            f"  train      best {meta['estimator']} ({meta['framework']}) of {int(metrics['trials'])} trials, "
+            f"  train      {chosen} of {int(metrics['trials'])} trials, "
             + ", ".join(f"{k} {v:.4f}" for k, v in cv.items())
         )
     if "evaluate" in out:
