@@ -937,7 +937,44 @@ def test_version_routes_answer_for_the_version_served(server, deployed):
         assert f"has no version '999' here: it serves version '{version}'" in response.json()["error"]
 
 
-# --- V2 clients: NVIDIA's tritonclient -------------------------------------------------------------------
+# --- V2 clients: KServe's InferenceRESTClient and NVIDIA's tritonclient ------------------------------------
+
+
+def test_kserve_rest_client_conformance(server, deployed):
+    """KServe's own InferenceRESTClient, V2 (JSON and binary inputs) and V1, and its health calls."""
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    _, test, model = deployed
+    rows = features(model, test).dropna().head(4)
+    expected = model.predict_proba(test.loc[rows.index]).astype(np.float64)
+
+    async def run():
+        async with InferenceRESTClient(RESTConfig(protocol="v2", timeout=60)) as client:
+            assert await client.is_server_live(server) and await client.is_server_ready(server)
+            assert await client.is_model_ready(server, NAME)
+            for binary in (False, True):
+                inputs = []
+                for f in model.metadata["features"]:
+                    values = rows[f["name"]].tolist()
+                    numeric = f["kind"] == "numeric"
+                    item = InferInput(f["name"], [len(values)], "FP64" if numeric else "BYTES")
+                    item.set_data_from_numpy(
+                        np.array(values, dtype=np.float64 if numeric else np.object_), binary_data=binary
+                    )
+                    inputs.append(item)
+                result = await client.infer(server, InferRequest(NAME, inputs), model_name=NAME)
+                outputs = {o.name: o for o in result.outputs}
+                assert np.array_equal(outputs["probabilities"].as_numpy().reshape(-1, 3), expected)
+        async with InferenceRESTClient(RESTConfig(protocol="v1", timeout=60)) as client:
+            answer = await client.infer(
+                server, {"instances": rows.to_dict(orient="records")}, model_name=NAME
+            )
+            got = [[p["probabilities"][c] for c in model.classes] for p in answer["predictions"]]
+            assert np.array_equal(np.array(got), expected)
+
+    asyncio.run(run())
 
 
 def test_tritonclient_conformance(server, deployed):
