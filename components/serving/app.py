@@ -217,8 +217,12 @@ class ModelVersions:
         self.app, self.version_of = app, version_of
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v2/models/"):
-            return await self.app(scope, receive, send)
+        if (
+            scope["type"] != "http"
+            or not scope["path"].startswith("/v2/models/")
+            or ("/versions/" not in scope["path"] and b"model_version" not in scope.get("query_string", b""))
+        ):
+            return await self.app(scope, receive, send)  # the usual request: nothing to parse
         params = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         asked = {value for key, value in params if key == "model_version" and value}
         versioned = _VERSIONED.match(scope["path"])
