@@ -130,6 +130,10 @@ GOOD = {
 }
 
 
+def _datatype(value) -> str:
+    return "BYTES" if isinstance(value, str) else "FP64"
+
+
 def test_v1_records_rows_and_sanitized_names_agree(schema):
     records = schema.from_v1({"instances": [GOOD]})
     rows = schema.from_v1({"instances": [[GOOD[name] for name in schema.names]]})
@@ -151,7 +155,9 @@ def test_v2_named_inputs_and_tensor_agree(schema):
         [(k, "BYTES" if isinstance(v, str) else "FP64", [1], [v]) for k, v in GOOD.items()]
     )
     tensor = schema.from_v2([("input-0", "BYTES", [1, 7], [GOOD[n] for n in schema.names])])
-    column_shaped = schema.from_v2([(k, "FP64", [1, 1], [[v]]) for k, v in GOOD.items()])
+    column_shaped = schema.from_v2(
+        [(k, "BYTES" if isinstance(v, str) else "FP64", [1, 1], [[v]]) for k, v in GOOD.items()]
+    )
     for batch in (tensor, column_shaped):
         assert np.array_equal(batch.numeric, named.numeric) and batch.categorical == named.categorical
 
@@ -184,11 +190,11 @@ def test_v1_bad_requests_are_named(schema, body, message):
     ("inputs", "message"),
     [
         ([], "needs"),
-        ([(k, "FP64", [1], [v]) for k, v in GOOD.items() if k != "year"], "missing features ['year']"),
+        ([(k, _datatype(v), [1], [v]) for k, v in GOOD.items() if k != "year"], "missing features ['year']"),
         ([("x", "BYTES", [2, 7], [1] * 13)], "needs 14 values"),
         (
             [("island", "BYTES", [2], ["a", "b"])]
-            + [(k, "FP64", [1], [v]) for k, v in GOOD.items() if k != "island"],
+            + [(k, _datatype(v), [1], [v]) for k, v in GOOD.items() if k != "island"],
             "same number of rows",
         ),
         ([(k, "FP64", [1, 2], [[v, v]]) for k, v in GOOD.items()], "one value per row"),

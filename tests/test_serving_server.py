@@ -113,10 +113,16 @@ def deployed(penguins_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(deployed):
+def served(deployed):
+    """The module's server: (url, log path)."""
     args, _, _ = deployed
-    with serve(*args) as (url, _, _):
-        yield url
+    with serve(*args) as (url, _, log_path):
+        yield url, log_path
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 def features(model: ServableModel, df: pd.DataFrame) -> pd.DataFrame:
@@ -349,8 +355,8 @@ def test_bad_bodies_unknown_model_and_oversize(server, deployed):
         ),
         (
             httpx.post(f"{server}/v2/models/{NAME}/infer", content=b'{"inputs": [', headers=headers),
-            422,
-            "JSON",
+            400,
+            "not valid JSON",
         ),
         (httpx.post(f"{server}/v1/models/nope:predict", json={"instances": [good]}), 404, "nope"),
         (
@@ -469,9 +475,9 @@ def test_not_ready_until_the_model_is_published(deployed, penguins_model, tmp_pa
     with serve(*registry_args(store, tmp_path / "cache", "--wait_for_model", "120")) as (url, _, _):
         assert httpx.get(f"{url}/v2/health/live").status_code == 200
         # the serving runtime's readinessProbe (manifests/base/serving-runtime.yaml) asks the model's
-        # endpoint: KServe's server-level /v2/health/ready answers 200 even with no model loaded
+        # endpoint; the server's /v2/health/ready is its models' readiness too (KServe's: always 200)
         assert httpx.get(f"{url}/v2/models/{NAME}/ready").status_code == 503
-        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 503
         assert httpx.get(f"{url}/v1/models/{NAME}").status_code == 503
         assert v1(url, {"instances": [{"island": "Dream"}]}).status_code == 503
         publish(store, penguins_model[0])
@@ -581,3 +587,532 @@ def test_event_loop_flag_is_applied(deployed, flag, loop):
         labels = [p["label"] for p in response.json()["predictions"]]
         assert labels == [str(c) for c in model.predict(test.head(3))]
         assert f"on {url} ({loop})" in log_path.read_text()
+
+
+# --- issue 13: no request takes the model down or gets a 5xx; every V2 client works ------------------------
+
+
+def _one_row(model, test) -> dict:
+    return features(model, test).dropna().head(1).to_dict(orient="records")[0]
+
+
+def _post_v2(url, body: bytes, headers: dict | None = None):
+    return httpx.post(f"{url}/v2/models/{NAME}/infer", content=body, headers=headers or {}, timeout=60)
+
+
+def test_no_client_can_unload_or_load_the_model(server, deployed):
+    """KServe's model repository extension let any client unload the model (200), after which every
+    predict was a 404 while liveness and readiness still said 200: it is refused, and says so."""
+    _, test, model = deployed
+    for action in ("unload", "load"):
+        response = httpx.post(f"{server}/v2/repository/models/{NAME}/{action}")
+        assert response.status_code == 403, response.text
+        assert "model repository extension is disabled" in response.json()["error"]
+    assert "model_repository_extension" not in httpx.get(f"{server}/v2").json()["extensions"]
+    assert v1(server, {"instances": [_one_row(model, test)]}).status_code == 200
+    assert httpx.get(f"{server}/v2/models/{NAME}/ready").status_code == 200
+
+
+def test_liveness_and_readiness_follow_the_model(penguins_model):
+    """A server that has lost its model (unloaded, or no longer ready after loading) is not live, so the
+    kubelet restarts it; one still loading is live but not ready (KServe: both always 200)."""
+    import asyncio
+
+    from kserve.model_repository import ModelRepository
+
+    from components.serving.app import TabularDataPlane
+    from components.serving.model import TabularModel
+
+    async def states(plane):
+        return (await plane.live())["status"] == "alive", await plane.ready()
+
+    registry = ModelRepository()
+    plane = TabularDataPlane(registry)
+    model = TabularModel(NAME, penguins_model[0])
+    registry.update(model)
+    plane.serve(model)
+    assert asyncio.run(states(plane)) == (True, False)  # loading: live, not ready
+    model.load()
+    assert asyncio.run(states(plane)) == (True, True)
+    registry.unload(NAME)  # what KServe's /unload did
+    assert asyncio.run(states(plane)) == (False, False)
+    registry.update(model)
+    model.ready = False  # loaded once, no longer ready
+    assert asyncio.run(states(plane)) == (False, False)
+
+
+def _binary_body(inputs: list[tuple[dict, bytes]], header_length: str | None = None) -> tuple[bytes, dict]:
+    header = json.dumps({"inputs": [meta for meta, _ in inputs]}).encode()
+    length = str(len(header)) if header_length is None else header_length
+    return header + b"".join(raw for _, raw in inputs), {"inference-header-content-length": length}
+
+
+def _binary_inputs(row: dict, model) -> list[tuple[dict, bytes]]:
+    """One binary input per feature: FP64 numbers, BYTES texts (4-byte little-endian length + UTF-8)."""
+    import struct
+
+    inputs = []
+    for f in model.metadata["features"]:
+        value = row[f["name"]]
+        if f["kind"] == "numeric":
+            raw, datatype = struct.pack("<d", value), "FP64"
+        else:
+            raw, datatype = struct.pack("<I", len(value.encode())) + value.encode(), "BYTES"
+        meta = {"name": f["name"], "datatype": datatype, "shape": [1]}
+        inputs.append((meta | {"parameters": {"binary_data_size": len(raw)}}, raw))
+    return inputs
+
+
+def _with(inputs, index: int, meta: dict | None = None, raw: bytes | None = None):
+    changed = list(inputs)
+    old_meta, old_raw = changed[index]
+    changed[index] = ({**old_meta, **(meta or {})}, old_raw if raw is None else raw)
+    return changed
+
+
+def _malformed(row: dict, model) -> dict:
+    """name -> (body, headers, what the 400 must say); each of these was a 500 (KServe's decoder or ours)."""
+    import struct
+
+    good = _binary_inputs(row, model)
+    island = next(i for i, (meta, _) in enumerate(good) if meta["datatype"] == "BYTES")
+    mass = next(i for i, (meta, _) in enumerate(good) if meta["name"] == "body_mass_g")
+    size = {"parameters": {"binary_data_size": 3}}
+    named = v2_named(model, pd.DataFrame([row]))
+    big = json.dumps(named).replace(json.dumps(row["body_mass_g"]), "1" + "0" * 400, 1)
+    mixed = json.loads(json.dumps(named))
+    year = next(i for i in mixed["inputs"] if i["name"] == "year")
+    year.update(shape=[2], data=[[2008], 2008])
+    json_headers = {"content-type": "application/json"}
+    return {
+        "header length abc": (*_binary_body(good, "abc"), "inference-header-content-length 'abc'"),
+        "header length 1e3": (*_binary_body(good, "1e3"), "inference-header-content-length '1e3'"),
+        "header length empty": (*_binary_body(good, ""), "inference-header-content-length ''"),
+        "header length past the body": (*_binary_body(good, "99999"), "the body has"),
+        "binary_data_size wrong": (*_binary_body(_with(good, mass, size)), "needs 8 bytes"),
+        "binary_data_size negative": (
+            *_binary_body(_with(good, mass, {"parameters": {"binary_data_size": -8}})),
+            "binary_data_size -8 must be a non-negative integer",
+        ),
+        "binary_data_size not a number": (
+            *_binary_body(_with(good, mass, {"parameters": {"binary_data_size": "8"}})),
+            "binary_data_size '8' must be a non-negative integer",
+        ),
+        "truncated tensor": (_binary_body(good)[0][:-4], _binary_body(good)[1], "truncated"),
+        "bad BYTES length prefix": (
+            *_binary_body(_with(good, island, raw=struct.pack("<I", 1000) + good[island][1][4:])),
+            "has length 1000",
+        ),
+        "shape [-1]": (*_binary_body(_with(good, mass, {"shape": [-1]})), "non-negative integers"),
+        "BYTES not UTF-8": (
+            *_binary_body(
+                _with(
+                    good,
+                    island,
+                    {"parameters": {"binary_data_size": 9}},
+                    raw=struct.pack("<I", 5) + b"\xff\xfe\xfd\xfc\xfb",
+                )
+            ),
+            "is not UTF-8 text",
+        ),
+        "number too large for a float": (big.encode(), json_headers, "too large for a float"),
+        "mixed nesting": (json.dumps(mixed).encode(), json_headers, "not a mix"),
+        "input named false, -Infinity": (
+            b'{"inputs": [{"name": false, "datatype": "FP64", "shape": [1], "data": [-Infinity]}]}',
+            json_headers,
+            "inputs.0.name: Input should be a valid string",
+        ),
+        "JSON shape [-1]": (
+            json.dumps({"inputs": [{**i, "shape": [-1]} for i in named["inputs"]]}).encode(),
+            json_headers,
+            "non-negative integers",
+        ),
+    }
+
+
+MALFORMED = [
+    "header length abc",
+    "header length 1e3",
+    "header length empty",
+    "header length past the body",
+    "binary_data_size wrong",
+    "binary_data_size negative",
+    "binary_data_size not a number",
+    "truncated tensor",
+    "bad BYTES length prefix",
+    "shape [-1]",
+    "BYTES not UTF-8",
+    "number too large for a float",
+    "mixed nesting",
+    "input named false, -Infinity",
+    "JSON shape [-1]",
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_requests_are_400s_naming_the_problem(server, deployed, case):
+    _, test, model = deployed
+    row = _one_row(model, test)
+    body, headers, message = _malformed(row, model)[case]
+    response = _post_v2(server, body, headers)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"], response.text
+    # the same body, well formed, is answered: the server is intact
+    good_body, good_headers = _binary_body(_binary_inputs(row, model))
+    assert _post_v2(server, good_body, good_headers).status_code == 200
+
+
+def test_server_faults_are_500s_without_exception_text():
+    """A 500 says it is the server's fault and nothing of the exception (KServe sent its text)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from components.serving.app import SERVER_FAULT, install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret path /srv/model.joblib")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500 and response.json() == {"error": SERVER_FAULT}
+    assert "secret" not in response.text
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json"])
+def test_v2_json_is_json_whatever_its_content_type(server, deployed, content_type):
+    """tritonclient sends V2 JSON without a Content-Type and curl sends text/plain: KServe read both as
+    binary and asked for inference-header-content-length (400). Without that header a body is JSON."""
+    _, test, model = deployed
+    rows = features(model, test.head(3))
+    body = json.dumps(v2_named(model, rows)).encode()
+    response = _post_v2(server, body, {"content-type": content_type} if content_type else {})
+    assert response.status_code == 200, response.text
+    labels = {o["name"]: o for o in response.json()["outputs"]}["label"]["data"]
+    assert labels == [str(c) for c in model.predict(test.head(3))]
+
+
+def _contradictions(row: dict, model) -> dict:
+    named = v2_named(model, pd.DataFrame([row]))
+
+    def changed(feature: str, **fields) -> dict:
+        body = json.loads(json.dumps(named))
+        next(i for i in body["inputs"] if i["name"] == feature).update(fields)
+        return body
+
+    values = [row[name] for name in model.feature_names]
+    return {
+        "shape [3, 7] with one row": (
+            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [3, 7], "data": [values]}]},
+            "shape [3, 7] needs 3 rows",
+        ),
+        "strings inside FP64": (
+            changed("island", datatype="FP64"),
+            "input 'island' is FP64; value 0 is str",
+        ),
+        "unknown datatype": (changed("sex", datatype="STRING"), "datatype 'STRING' is not a V2 datatype"),
+        "boolean for a categorical feature": (
+            changed("island", datatype="BOOL", data=[True]),
+            "feature 'island' takes a category (text); row 0 has bool True",
+        ),
+        "number for a categorical feature": (
+            changed("island", datatype="FP64", data=[3]),
+            "feature 'island' takes a category (text); row 0 has int 3",
+        ),
+        "the same output twice": (
+            {**named, "outputs": [{"name": "label"}, {"name": "label"}]},
+            "outputs ['label'] are requested more than once",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "shape [3, 7] with one row",
+        "strings inside FP64",
+        "unknown datatype",
+        "boolean for a categorical feature",
+        "number for a categorical feature",
+        "the same output twice",
+    ],
+)
+def test_inputs_that_contradict_themselves_are_refused(server, deployed, case):
+    _, test, model = deployed
+    body, message = _contradictions(_one_row(model, test), model)[case]
+    response = v2(server, body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+
+
+def test_client_errors_log_one_warning_line_and_no_traceback(served, deployed):
+    """KServe logged a full traceback at ERROR for every 4xx (about 1 KB a bad request)."""
+    url, log_path = served
+    _, test, model = deployed
+    start = log_path.stat().st_size
+    bad = [
+        lambda: v1(url, {"instances": []}),
+        lambda: v2(url, {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": ["a"]}]}),
+        lambda: httpx.post(
+            f"{url}/v2/models/{NAME}/infer", content=b"{", headers={"content-type": "application/json"}
+        ),
+        lambda: httpx.get(f"{url}/v2/models/nope"),
+        lambda: httpx.get(f"{url}/v1/models/nope"),
+        lambda: v1(url, {"instances": [{**_one_row(model, test), "body_mass_g": "heavy"}]}),
+    ]
+    statuses = [send().status_code for send in bad]
+    assert all(400 <= s < 500 for s in statuses), statuses
+    time.sleep(0.3)
+    with log_path.open() as handle:
+        handle.seek(start)
+        lines = [
+            line
+            for line in handle.read().splitlines()
+            if "kserve.trace" not in line and "uvicorn.access" not in line
+        ]
+    assert not any("Traceback" in line or " ERROR " in line or "ERROR:" in line for line in lines), lines
+    warnings = [line for line in lines if "WARNING" in line]
+    assert len(warnings) == len(bad), lines
+    assert all(len(line) < 600 for line in warnings)
+
+
+def test_slow_and_idle_connections_are_closed(deployed):
+    """uvicorn held a connection that sends nothing, or its headers a byte at a time, forever, had no
+    body-read timeout, and kept idle connections 65 s (KServe's default)."""
+    args, _, _ = deployed
+    timeouts = ("--request_head_timeout", "1", "--request_body_timeout", "1", "--timeout_keep_alive", "1")
+    with serve(*args, *timeouts) as (url, _, _):
+        port = int(url.rsplit(":", 1)[1])
+
+        def closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+            sock.settimeout(seconds)
+            received = b""
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+                return True, received
+            except (TimeoutError, ConnectionResetError):
+                return False, received
+
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            assert closed_within(silent, 5)[0], "a connection that sends nothing was kept"
+        assert time.monotonic() - began < 4
+        with socket.create_connection(("127.0.0.1", port)) as trickle:
+            trickle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            assert closed_within(trickle, 5)[0], "a request head that never ends was waited for"
+        with socket.create_connection(("127.0.0.1", port)) as slow_body:
+            slow_body.sendall(
+                f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                'content-length: 100\r\n\r\n{"instances"'.encode()
+            )
+            closed, answer = closed_within(slow_body, 5)
+            assert closed and answer.startswith(b"HTTP/1.1 408"), answer
+        with socket.create_connection(("127.0.0.1", port)) as idle:
+            idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            closed, answer = closed_within(idle, 5)
+            assert closed and answer.startswith(b"HTTP/1.1 200"), answer  # answered, then closed when idle
+
+
+def test_version_routes_answer_for_the_version_served(server, deployed):
+    """KServe answered 501 to every versioned route and to ?model_version=."""
+    _, test, model = deployed
+    meta = httpx.get(f"{server}/v2/models/{NAME}").json()
+    (version,) = meta["versions"]  # the registry version served
+    body = v2_named(model, features(model, test.head(2)))
+    base = f"{server}/v2/models/{NAME}"
+    assert httpx.get(f"{base}/versions/{version}").json()["name"] == NAME
+    assert httpx.get(f"{base}/versions/{version}/ready").json() == {"name": NAME, "ready": True}
+    assert httpx.post(f"{base}/versions/{version}/infer", json=body).status_code == 200
+    assert httpx.post(f"{base}/infer?model_version={version}", json=body).status_code == 200
+    assert httpx.get(f"{base}?model_version={version}").status_code == 200
+    for response in (
+        httpx.get(f"{base}/versions/999/ready"),
+        httpx.post(f"{base}/versions/999/infer", json=body),
+        httpx.get(f"{base}?model_version=999"),
+    ):
+        assert response.status_code == 404, response.text
+        assert f"has no version '999' here: it serves version '{version}'" in response.json()["error"]
+
+
+# --- V2 clients: KServe's InferenceRESTClient and NVIDIA's tritonclient ------------------------------------
+
+
+def test_kserve_rest_client_conformance(server, deployed):
+    """KServe's own InferenceRESTClient, V2 (JSON and binary inputs) and V1, and its health calls."""
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    _, test, model = deployed
+    rows = features(model, test).dropna().head(4)
+    expected = model.predict_proba(test.loc[rows.index]).astype(np.float64)
+
+    async def run():
+        async with InferenceRESTClient(RESTConfig(protocol="v2", timeout=60)) as client:
+            assert await client.is_server_live(server) and await client.is_server_ready(server)
+            assert await client.is_model_ready(server, NAME)
+            for binary in (False, True):
+                inputs = []
+                for f in model.metadata["features"]:
+                    values = rows[f["name"]].tolist()
+                    numeric = f["kind"] == "numeric"
+                    item = InferInput(f["name"], [len(values)], "FP64" if numeric else "BYTES")
+                    item.set_data_from_numpy(
+                        np.array(values, dtype=np.float64 if numeric else np.object_), binary_data=binary
+                    )
+                    inputs.append(item)
+                result = await client.infer(server, InferRequest(NAME, inputs), model_name=NAME)
+                outputs = {o.name: o for o in result.outputs}
+                assert np.array_equal(outputs["probabilities"].as_numpy().reshape(-1, 3), expected)
+        async with InferenceRESTClient(RESTConfig(protocol="v1", timeout=60)) as client:
+            answer = await client.infer(
+                server, {"instances": rows.to_dict(orient="records")}, model_name=NAME
+            )
+            got = [[p["probabilities"][c] for c in model.classes] for p in answer["predictions"]]
+            assert np.array_equal(np.array(got), expected)
+
+    asyncio.run(run())
+
+
+def test_tritonclient_conformance(server, deployed):
+    """tritonclient[http], as V2 users call a server: health, metadata, JSON and binary inputs and
+    outputs, a version; the answers are the in-process model's, to the last bit."""
+    import tritonclient.http as triton
+
+    _, test, model = deployed
+    rows = features(model, test).dropna().head(4)
+    expected = model.predict_proba(test.loc[rows.index]).astype(np.float64)
+    labels = [str(c) for c in model.predict(test.loc[rows.index])]
+    client = triton.InferenceServerClient(url=server.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(NAME)
+        meta = client.get_model_metadata(NAME)
+        assert [i["name"] for i in meta["inputs"]] == model.feature_names
+        (version,) = meta["versions"]
+        assert client.is_model_ready(NAME, model_version=version)
+        assert "model_repository_extension" not in client.get_server_metadata()["extensions"]
+
+        for binary in (False, True):  # JSON, then binary (the data extension), both ways
+            inputs = []
+            for f in model.metadata["features"]:
+                values = rows[f["name"]].tolist()
+                if f["kind"] == "numeric":
+                    array, datatype = np.array(values, dtype=np.float64), "FP64"
+                else:
+                    array, datatype = np.array(values, dtype=np.object_), "BYTES"
+                item = triton.InferInput(f["name"], [len(values)], datatype)
+                item.set_data_from_numpy(array, binary_data=binary)
+                inputs.append(item)
+            outputs = [
+                triton.InferRequestedOutput("label", binary_data=binary),
+                triton.InferRequestedOutput("probabilities", binary_data=binary),
+            ]
+            result = client.infer(NAME, inputs, outputs=outputs, model_version=version if binary else "")
+            got = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()]
+            assert got == labels
+            assert np.array_equal(result.as_numpy("probabilities").reshape(-1, 3), expected)
+        # no outputs named: tritonclient asks for all of them, binary
+        result = client.infer(NAME, inputs)
+        assert np.array_equal(result.as_numpy("probabilities").reshape(-1, 3), expected)
+    finally:
+        client.close()
+
+
+# --- fuzzing: seeded, bounded; no 5xx, and the server still right afterwards ----------------------------
+
+
+def test_fuzzed_requests_get_no_5xx_and_leave_the_server_intact(server, deployed):
+    """Seeded (derandomized) hypothesis fuzzing of V1, V2 JSON and V2 binary bodies: V2 inputs with any
+    names, datatypes, shapes and nested data, NaN/Infinity tokens, huge integers, header lengths that are
+    not numbers and random binary tails. Before issue 13 it found a 500 at once."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    _, test, model = deployed
+    names = [*model.feature_names, "input-0", "species", "", "false", "Island"]
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**1100), max_value=2**1100),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+        st.sampled_from(["Dream", "male", "Biscoe", "2008", "NaN"]),
+    )
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+    datatypes = st.sampled_from(["FP64", "FP32", "INT64", "BOOL", "BYTES", "FP16", "UINT8", "STRING", ""])
+    shapes = st.one_of(st.lists(st.integers(-2, 8), max_size=3), values)
+    an_input = st.fixed_dictionaries(
+        {"name": st.one_of(st.sampled_from(names), scalars), "datatype": datatypes, "shape": shapes},
+        optional={
+            "data": values,
+            "parameters": st.dictionaries(
+                st.sampled_from(["binary_data_size", "content_type"]), scalars, max_size=2
+            ),
+        },
+    )
+    v2_bodies = st.fixed_dictionaries(
+        {"inputs": st.one_of(st.lists(an_input, max_size=8), values)},
+        optional={
+            "outputs": st.lists(
+                st.fixed_dictionaries(
+                    {"name": st.sampled_from(["label", "probabilities", "x"])},
+                    optional={"parameters": st.dictionaries(st.sampled_from(["binary_data"]), st.booleans())},
+                ),
+                max_size=3,
+            ),
+            "parameters": st.dictionaries(
+                st.sampled_from(["binary_data_output", "content_type"]), scalars, max_size=2
+            ),
+            "id": scalars,
+        },
+    )
+    v1_bodies = st.fixed_dictionaries(
+        {
+            "instances": st.one_of(
+                st.lists(st.dictionaries(st.sampled_from(names), scalars, max_size=9), max_size=3), values
+            )
+        }
+    )
+    header_lengths = st.one_of(
+        st.none(), st.integers(-5, 400).map(str), st.sampled_from(["abc", "1e3", "", "+12", "0x10"])
+    )
+    requests = st.one_of(
+        st.tuples(st.just("v2"), v2_bodies, st.none(), st.binary(max_size=64)),
+        st.tuples(st.just("v2"), v2_bodies, header_lengths, st.binary(max_size=64)),
+        st.tuples(st.just("v1"), v1_bodies, st.none(), st.just(b"")),
+    )
+    seen: list[int] = []
+    with httpx.Client(timeout=30) as client:
+
+        @settings(
+            max_examples=1000,
+            deadline=None,
+            derandomize=True,  # seeded: the same requests on every run
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(requests)
+        def check(request):
+            kind, body, header_length, tail = request
+            content = json.dumps(body).encode()  # NaN and Infinity tokens included, as lenient clients send
+            headers = {}
+            if header_length is not None:
+                headers["inference-header-content-length"] = header_length
+                content += tail
+            path = f"/v2/models/{NAME}/infer" if kind == "v2" else f"/v1/models/{NAME}:predict"
+            response = client.post(f"{server}{path}", content=content, headers=headers)
+            seen.append(response.status_code)
+            assert response.status_code < 500, (content[:500], headers, response.text)
+            if response.status_code >= 400:
+                assert response.json()["error"]
+
+        check()  # 1,000 requests: about 17 s here (bounded by the count, not by a clock that could flake)
+    assert len(seen) >= 500 and any(s == 400 for s in seen)
+    assert httpx.get(f"{server}/v2/health/live").status_code == 200
+    rows = features(model, test)
+    response = v1(server, {"instances": rows.to_dict(orient="records")})
+    got = np.array([[p["probabilities"][c] for c in model.classes] for p in response.json()["predictions"]])
+    assert np.array_equal(got, model.predict_proba(test).astype(np.float64))

@@ -83,6 +83,19 @@ class TabularModel(Model):
     def schema(self) -> Schema | None:
         return self._loaded.schema if self._loaded else None
 
+    @property
+    def was_loaded(self) -> bool:
+        """Whether a model has been loaded (a model not ready since then can no longer serve: not live)."""
+        return self._loaded is not None
+
+    @property
+    def version(self) -> str | None:
+        """The version served: the registry version, else the artifact's sha256 prefix (as logged at load)."""
+        loaded = self._loaded
+        if loaded is None:
+            return None
+        return loaded.version or loaded.servable.sha256[:12]
+
     def load(self) -> bool:
         self.swap(load_model_dir(self.model_dir))
         # Everything loaded so far (libraries, the model) lives as long as the server: keep it out of
@@ -164,6 +177,9 @@ class TabularModel(Model):
         if not request.request_outputs:
             return None
         names = [o.name for o in request.request_outputs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise RequestError(f"outputs {twice} are requested more than once")
         available = [o["name"] for o in self.get_output_types()]
         unknown = [name for name in names if name not in available]
         if unknown:

@@ -32,6 +32,17 @@ class Feature:
     name: str
     kind: str  # "numeric" | "categorical" | "boolean" | "datetime"
     spec: tuple = ()  # datetime: (format, parts)
+    dtype: str = "object"  # the training column's dtype
+
+
+# V2 datatypes and the JSON values each may carry (None: a missing value). BYTES is the one V2 type for
+# text; a [N, F] BYTES tensor carries whole table rows, numbers included, so it takes any scalar.
+_DATATYPE_VALUES: dict[str, tuple[type, ...]] = {
+    "BOOL": (bool,),
+    **{t: (int,) for t in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")},
+    **{t: (int, float) for t in ("FP16", "FP32", "FP64")},
+    "BYTES": (str, bytes, int, float, bool),
+}
 
 
 @dataclass
@@ -59,7 +70,12 @@ class Schema:
         become numeric columns first); ``ignored``: names a request may carry that the model does not take
         (the target, and columns training dropped such as ids), read and dropped."""
         self.features = [
-            Feature(f["name"], f["kind"], (f["format"], tuple(f["parts"])) if f["kind"] == "datetime" else ())
+            Feature(
+                f["name"],
+                f["kind"],
+                (f["format"], tuple(f["parts"])) if f["kind"] == "datetime" else (),
+                str(f.get("dtype", "object")),
+            )
             for f in features
         ]
         self.names = [f.name for f in self.features]
@@ -67,6 +83,13 @@ class Schema:
         self.categorical_names = list(categorical_names)
         self.ignored = frozenset(ignored) - set(self.names)
         self._derived = [f for f in self.features if f.kind in ("boolean", "datetime")]
+        # categorical features trained on a numeric column (codes such as store ids) take numbers too;
+        # those trained on text take text only
+        self._numeric_categories = frozenset(
+            f.name
+            for f in self.features
+            if f.kind == "categorical" and f.dtype.lower().startswith(("int", "uint", "float"))
+        )
         # request names -> training names, checked once per layout (sanitizing costs more than the model)
         self._clean_names: dict[Any, str] = {}
         self._record_layouts: dict[tuple, dict[str, str]] = {}
@@ -105,18 +128,23 @@ class Schema:
         """``inputs``: (name, datatype, shape, flat or nested data) for each request input."""
         if not inputs:
             raise RequestError('a V2 request needs "inputs": one per feature, or one [N, F] tensor')
+        for name, datatype, shape, _ in inputs:
+            check_input_header(name, datatype, shape)
         if len(inputs) == 1 and len(inputs[0][2]) == 2 and inputs[0][2][1] == len(self.names) > 1:
-            name, _, shape, data = inputs[0]
+            name, datatype, shape, data = inputs[0]
             rows = self._reshape(name, shape, data)
             self._check_rows(len(rows))
+            for row in rows:
+                _check_datatype(name, datatype, row)
             return self._batch(self._columns_from_rows(rows, where=f"input '{name}' row"), len(rows))
         columns: dict[str, list] = {}
         lengths = set()
-        for name, _, shape, data in inputs:
+        for name, datatype, shape, data in inputs:
             clean = self._clean(name)
             if clean in columns:
                 raise RequestError(f"input {name!r} is given twice")
             values = self._flat(name, shape, data)
+            _check_datatype(name, datatype, values)
             lengths.add(len(values))
             if clean not in self.ignored:
                 columns[clean] = values
@@ -194,9 +222,16 @@ class Schema:
 
     @staticmethod
     def _reshape(name: str, shape: Sequence[int], data: Any) -> list:
-        if data and isinstance(data[0], list):
-            return data
         n, f = shape
+        if not isinstance(data, list):
+            raise RequestError(f"input {name!r}: data must be a list")
+        if any(isinstance(item, list) for item in data):  # nested: one list per row
+            if len(data) != n or not all(isinstance(row, list) and len(row) == f for row in data):
+                raise RequestError(
+                    f"input {name!r}: shape {list(shape)} needs {n} rows of {f} values each "
+                    "(all rows nested, or all values flat)"
+                )
+            return data
         if len(data) != n * f:
             raise RequestError(f"input {name!r}: shape {list(shape)} needs {n * f} values, got {len(data)}")
         return [data[i * f : (i + 1) * f] for i in range(n)]
@@ -205,15 +240,19 @@ class Schema:
     def _flat(name: str, shape: Sequence[int], data: Any) -> list:
         if not isinstance(data, list):
             raise RequestError(f"input {name!r}: data must be a list")
-        if data and isinstance(data[0], list):
-            if any(len(item) != 1 for item in data):
-                raise RequestError(f"input {name!r}: one value per row expected (shape [N] or [N, 1])")
-            data = [item[0] for item in data]
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise RequestError(
                 f"input {name!r}: shape {list(shape)}; one value per row expected ([N] or [N, 1])"
             )
-        if shape and shape[0] != len(data):
+        nested = [isinstance(item, list) for item in data]
+        if any(nested):
+            if not all(nested) or any(len(item) != 1 for item in data):
+                raise RequestError(
+                    f"input {name!r}: one value per row expected, all flat ([v, ...]) or all nested "
+                    "([[v], ...]), not a mix"
+                )
+            data = [item[0] for item in data]
+        if shape[0] != len(data):
             raise RequestError(f"input {name!r}: shape {list(shape)} but {len(data)} values")
         return data
 
@@ -223,7 +262,9 @@ class Schema:
             for feature in self._derived:
                 columns.update(_derive(feature, columns.pop(feature.name)))
         numeric = [_numbers(name, columns[name]) for name in self.numeric_names]
-        categorical = [_texts(name, columns[name]) for name in self.categorical_names]
+        categorical = [
+            _texts(name, columns[name], name in self._numeric_categories) for name in self.categorical_names
+        ]
         return Batch(numeric=numeric, categorical=categorical, rows=rows)
 
 
@@ -262,21 +303,63 @@ def _numbers(name: str, values: list) -> list[float]:
                 f"feature {name!r} takes a number; row {index} has {type(value).__name__} {value!r}"
             )
         else:
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise RequestError(
+                    f"feature {name!r}: row {index} is a number too large for a float"
+                ) from None
             if not math.isfinite(number):
                 raise RequestError(f"feature {name!r}: row {index} is {value!r}; numbers must be finite")
             out.append(number)
     return out
 
 
-def _texts(name: str, values: list) -> list[str | None]:
+def _texts(name: str, values: list, numbers: bool = False) -> list[str | None]:
+    """Category texts; ``numbers``: the feature was trained on a numeric column (codes), so numbers are
+    categories too. Booleans never are (a yes/no column is a boolean feature)."""
     out = []
     for index, value in enumerate(values):
         if isinstance(value, bytes):
-            value = value.decode("utf-8", errors="replace")
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RequestError(f"feature {name!r}: row {index} is not UTF-8 text") from None
         if isinstance(value, list | dict):
             raise RequestError(f"feature {name!r} takes one category; row {index} has {type(value).__name__}")
+        if isinstance(value, bool) or (
+            not numbers and isinstance(value, int | float) and value == value  # NaN: missing
+        ):
+            raise RequestError(
+                f"feature {name!r} takes a category (text); row {index} has {type(value).__name__} {value!r}"
+            )
         if isinstance(value, float) and not math.isfinite(value) and value == value:
             raise RequestError(f"feature {name!r}: row {index} is {value!r}; numbers must be finite")
         out.append(category_text(value))
     return out
+
+
+def check_input_header(name: Any, datatype: Any, shape: Any) -> None:
+    """A V2 input's name, datatype and shape, as the protocol defines them."""
+    if not isinstance(name, str):
+        raise RequestError(f"an input's name must be a string, not {type(name).__name__} {name!r}")
+    if datatype not in _DATATYPE_VALUES:
+        raise RequestError(
+            f"input {name!r}: datatype {datatype!r} is not a V2 datatype ({', '.join(_DATATYPE_VALUES)})"
+        )
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise RequestError(f"input {name!r}: shape {shape!r} must be a list of non-negative integers")
+
+
+def _check_datatype(name: str, datatype: str, values: list) -> None:
+    """Every value is one the input's datatype carries (or null: missing)."""
+    allowed = _DATATYPE_VALUES[datatype]
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise RequestError(
+                f"input {name!r} is {datatype}; value {index} is {type(value).__name__} {value!r}"
+            )

@@ -18,6 +18,7 @@ at once, answers liveness, reports the model not ready, and loads it when it app
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import threading
@@ -27,35 +28,59 @@ from pathlib import Path
 from components.common.errors import KfpTabularError, ModelArtifactError
 from components.common.logs import get_logger
 from components.common.servable import METADATA_FILE
+from components.serving.app import (
+    ModelVersions,
+    RefusedRepository,
+    TabularDataPlane,
+    V2BodyType,
+    install_error_handlers,
+    reply,
+)
 
 log = get_logger("serving")
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 EXIT_CANNOT_SERVE = 2
+# Connection timeouts (README, "Serving"): the request head (line and headers) within 10 s, the whole
+# body within 30 s (16 MiB at 0.5 MiB/s), an idle keep-alive connection closed after 15 s (KServe: 65 s). A
+# proxy in front (Envoy, Knative's queue-proxy) must close its idle upstream connections sooner than that.
+DEFAULT_HEAD_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE = 15
 
 
-class BodySizeLimit:
-    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or streamed)."""
+class BodyLimits:
+    """ASGI middleware: a request body is read here, whole, before the app sees it (then replayed). Over
+    ``max_bytes`` (declared or streamed): 413. Not all received within ``timeout`` seconds: 408, and the
+    connection is closed (a slow client cannot hold a request open; uvicorn has no body timeout)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = DEFAULT_BODY_TIMEOUT):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send, int(declared))
-        if declared is not None:
-            return await self.app(scope, receive, send)
-        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
+            return await self._too_large(send, int(declared))
+        deadline = asyncio.get_running_loop().time() + self.timeout
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):  # no task per message, unlike wait_for
+                    message = await receive()
+            except TimeoutError:
+                return await reply(
+                    send,
+                    408,
+                    f"the request body was not received within {self.timeout:g} s "
+                    f"({size} bytes arrived); the connection is closed",
+                    headers=((b"connection", b"close"),),
+                )
             if message["type"] != "http.request":
-                break
+                return None  # the client went away
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                return await self._reject(send, size)
+                return await self._too_large(send, size)
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -70,23 +95,51 @@ class BodySizeLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _reject(self, send, size: int):
-        import orjson
+    async def _too_large(self, send, size: int):
+        await reply(send, 413, f"request body of {size} bytes is over the limit of {self.max_bytes} bytes")
 
-        content = orjson.dumps(
-            {"error": f"request body of {size} bytes is over the limit of {self.max_bytes} bytes"}
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+
+def head_timeout_protocol(seconds: float):
+    """uvicorn's HTTP protocol (httptools), closing a connection whose request line and headers are not
+    all received within ``seconds`` of its opening or of the request's first byte. uvicorn times out only
+    idle keep-alive connections: a connection that sends nothing, or its headers a byte at a time, was
+    held forever."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeadTimeoutProtocol(HttpToolsProtocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def on_message_begin(self):
+            super().on_message_begin()
+            self._arm_head_timer()
+
+        def on_headers_complete(self):
+            self._cancel_head_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc):
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def _arm_head_timer(self):
+            self._cancel_head_timer()
+            self._head_timer = self.loop.call_later(seconds, self._head_timed_out)
+
+        def _cancel_head_timer(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self):
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeoutProtocol
 
 
 class JsonResponseHeaders:
@@ -158,6 +211,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (127.0.0.1 for local use)")
     parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument(
+        "--request_head_timeout",
+        type=float,
+        default=DEFAULT_HEAD_TIMEOUT,
+        help="seconds for a request's line and headers to arrive (then the connection is closed)",
+    )
+    parser.add_argument(
+        "--request_body_timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds for a request's whole body to arrive (then 408 and the connection is closed)",
+    )
+    parser.add_argument(
+        "--timeout_keep_alive",
+        "--timeout-keep-alive",
+        dest="timeout_keep_alive",
+        type=int,
+        default=DEFAULT_KEEP_ALIVE,
+        help="seconds an idle keep-alive connection is kept (KServe's flag; its default is 65)",
+    )
+    parser.add_argument(
         "--wait_for_model", type=float, default=0.0, help="seconds to wait for the model to appear"
     )
     parser.add_argument(
@@ -209,15 +282,40 @@ def use_event_loop(choice: str) -> str:
     return "uvloop"
 
 
-def make_server(host: str, http_port: int):
+def make_server(
+    host: str,
+    http_port: int,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    keep_alive: int = DEFAULT_KEEP_ALIVE,
+):
     """KServe's ``ModelServer`` (REST only, one worker process) bound to ``host``, its loop set-up done on
-    the loop that runs."""
+    the loop that runs, with this server's rules (``app.py``): no model repository extension, liveness
+    and readiness that follow the model, its own error handlers; and connection timeouts."""
     from kserve import ModelServer
+    from kserve.model_server import app
 
     class Server(ModelServer):
+        def __init__(self):
+            super().__init__(http_port=http_port, workers=1, enable_grpc=False, timeout_keep_alive=keep_alive)
+            self.dataplane = TabularDataPlane(model_registry=self.registered_models)
+            self.model_repository_extension = RefusedRepository(model_registry=self.registered_models)
+
+        def register_model(self, model, name=None):
+            super().register_model(model, name)
+            self.dataplane.serve(model)
+
         def setup_event_loop(self):  # called after the REST server is built, before asyncio.run
-            if self._rest_server is not None:
-                self._rest_server.config.host = host
+            rest = self._rest_server
+            if rest is not None:
+                rest.config.host = host
+                rest.config.http = head_timeout_protocol(head_timeout)
+                create_application = rest.create_application
+
+                def create_with_handlers():  # KServe registers its handlers there: ours replace them
+                    create_application()
+                    install_error_handlers(app)
+
+                rest.create_application = create_with_handlers
 
         async def _serve(self):
             # KServe sets the exception handler and the thread pool on asyncio.get_event_loop() before
@@ -225,7 +323,19 @@ def make_server(host: str, http_port: int):
             super().setup_event_loop()
             await super()._serve()
 
-    return Server(http_port=http_port, workers=1, enable_grpc=False)
+    return Server()
+
+
+def add_middlewares(app, server, args: argparse.Namespace) -> None:
+    """This server's ASGI middlewares, outermost last."""
+
+    def version_of(name: str) -> str | None:
+        return getattr(server.registered_models.get_model(name), "version", None)
+
+    app.add_middleware(JsonResponseHeaders)
+    app.add_middleware(V2BodyType)
+    app.add_middleware(ModelVersions, version_of=version_of)
+    app.add_middleware(BodyLimits, max_bytes=args.max_body_bytes, timeout=args.request_body_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,9 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         model.load()
         return model
 
-    server = make_server(args.host, args.http_port)
-    app.add_middleware(JsonResponseHeaders)
-    app.add_middleware(BodySizeLimit, max_bytes=args.max_body_bytes)
+    server = make_server(args.host, args.http_port, args.request_head_timeout, args.timeout_keep_alive)
+    add_middlewares(app, server, args)
     if args.model_uri:
         return serve_registry(args, server, loop_name)
     if args.wait_for_model <= 0 or _model_present(args):
