@@ -278,6 +278,13 @@ class Input:
             handle.seek(0)
             if not head.strip():
                 raise InputDataError(f"input {file!r} is empty (0 bytes)")
+            try:
+                head.split(b"\n", 1)[0].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputDataError(
+                    f"input {file!r} cannot be read as CSV: its first line is not UTF-8 text ({exc.reason} at byte "
+                    f"{exc.start}); is it a binary file?"
+                ) from exc
             text = head.decode("utf-8", errors="replace")
             sep = _detect_delimiter(text) if self.delimiter == "auto" else self.delimiter
             import csv
@@ -420,10 +427,12 @@ class Converter:
             if key in OUTPUT_COLUMNS or key.startswith(PROBA_PREFIX):
                 raise ConfigError(f"passthrough column {name!r} would clash with the output column {key!r}")
             self.passthrough.append((key, clean[key]))
+        self.tally = Tally()
         self.numeric_index = {name: i for i, name in enumerate(self.predictor.numeric_names)}
         self.categorical_index = {name: j for j, name in enumerate(self.predictor.categorical_names)}
 
     def convert(self, batch, first_row: int) -> tuple[np.ndarray, list[Any], np.ndarray, list[str | None]]:
+        self.tally.first_row = first_row
         """(numeric [N, k] float64, categorical texts per feature, bad-row mask, reason per row)."""
         n = batch.num_rows
         numeric = np.full((n, len(self.numeric_index)), np.nan, dtype=np.float64)
@@ -433,17 +442,17 @@ class Converter:
             name, kind = feature["name"], feature["kind"]
             column = _combined(batch.column(batch.schema.get_field_index(self.source[name])))
             if kind == "numeric":
-                values, bad = _numbers(column, name, first_row)
+                values, bad = _numbers(column, name, self.tally)
                 numeric[:, self.numeric_index[name]] = values
             elif kind == "boolean":
-                values, bad = _booleans(column, name, first_row)
+                values, bad = _booleans(column, name, self.tally)
                 numeric[:, self.numeric_index[name]] = values
             elif kind == "datetime":
-                parts, bad = _datetimes(column, feature, first_row)
+                parts, bad = _datetimes(column, feature, self.tally)
                 for part, values in parts.items():
                     numeric[:, self.numeric_index[part]] = values
             else:
-                texts[self.categorical_index[name]], bad = _categories(column, name, first_row)
+                texts[self.categorical_index[name]], bad = _categories(column, name, self.tally)
             for i, why in bad:
                 if reasons[i] is None:
                     reasons[i] = why
@@ -457,17 +466,35 @@ def _combined(column):
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _wrong_type(name: str, kind: str, column, good: int, present: int, first_row: int, examples) -> None:
-    """Stop when fewer than PARSE_SHARE of a column's present values are of its kind: a wrong type."""
-    if present and good < PARSE_SHARE * present:
-        raise DataValidationError(
-            f"feature column {name!r} has the wrong type: the model was trained on {kind} values, but "
-            f"{present - good} of {present} values in rows {first_row}-{first_row + len(column) - 1} are not "
-            f"(e.g. {examples[:3]}; input type {column.type})"
-        )
+MIN_VALUES_FOR_TYPE = 20  # present values of a column seen before its type can be judged wrong
 
 
-def _numbers(column, name: str, first_row: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+class Tally:
+    """Per column, the present values seen so far and how many converted: a column whose values are
+    mostly not of its kind is a wrong type (stop), a few bad values are bad rows."""
+
+    def __init__(self):
+        self.counts: dict[str, list[int]] = {}
+        self.first_row = 0
+
+    def check(self, name: str, kind: str, column, good: int, present: int, examples) -> None:
+        seen = self.counts.setdefault(name, [0, 0])
+        seen[0] += present
+        seen[1] += good
+        if seen[0] >= MIN_VALUES_FOR_TYPE and seen[1] < PARSE_SHARE * seen[0]:
+            raise DataValidationError(
+                f"feature column {name!r} has the wrong type: the model was trained on {kind} values, but "
+                f"{seen[0] - seen[1]} of the first {seen[0]} values (up to row {self.first_row + len(column) - 1}) "
+                f"are not (e.g. {list(examples)[:3]}; input type {column.type})"
+            )
+
+
+def _wrong_type(tally, name: str, kind: str, column, good: int, present: int, examples) -> None:
+    if tally is not None:
+        tally.check(name, kind, column, good, present, examples)
+
+
+def _numbers(column, name: str, tally: Tally | None) -> tuple[np.ndarray, list[tuple[int, str]]]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -485,7 +512,10 @@ def _numbers(column, name: str, first_row: int) -> tuple[np.ndarray, list[tuple[
         )
     trimmed = pc.utf8_trim_whitespace(column)
     try:  # Arrow's parser rounds correctly, like Python's float() (and JSON parsers)
-        return _finite(trimmed.cast(pa.float64()).to_numpy(zero_copy_only=False), name, [])
+        values = trimmed.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        present = len(column) - column.null_count
+        _wrong_type(tally, name, "numeric", column, present, present, [])
+        return _finite(values, name, [])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     values = np.full(len(column), np.nan)
@@ -498,7 +528,7 @@ def _numbers(column, name: str, first_row: int) -> tuple[np.ndarray, list[tuple[
             values[i] = float(text)
         except ValueError:
             bad.append((i, f"{name}: {text!r} is not a number"))
-    _wrong_type(name, "numeric", column, present - len(bad), present, first_row, [b[1] for b in bad])
+    _wrong_type(tally, name, "numeric", column, present - len(bad), present, [b[1] for b in bad])
     return _finite(values, name, bad)
 
 
@@ -508,7 +538,7 @@ def _finite(values: np.ndarray, name: str, bad: list) -> tuple[np.ndarray, list]
     return values, bad
 
 
-def _booleans(column, name: str, first_row: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def _booleans(column, name: str, tally: Tally | None) -> tuple[np.ndarray, list[tuple[int, str]]]:
     import pyarrow as pa
 
     kind = column.type
@@ -518,7 +548,7 @@ def _booleans(column, name: str, first_row: int) -> tuple[np.ndarray, list[tuple
         values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
         wrong = np.flatnonzero(~np.isnan(values) & (values != 0) & (values != 1))
         present = int((~np.isnan(values)).sum())
-        _wrong_type(name, "boolean", column, present - len(wrong), present, first_row, values[wrong].tolist())
+        _wrong_type(tally, name, "boolean", column, present - len(wrong), present, values[wrong].tolist())
         values[wrong] = np.nan
         return values, [
             (int(i), f"{name}: {column[int(i)].as_py()!r} is not a boolean (0 or 1)") for i in wrong
@@ -532,13 +562,15 @@ def _booleans(column, name: str, first_row: int) -> tuple[np.ndarray, list[tuple
     values = text.str.strip().str.lower().map(tokens).to_numpy(dtype=np.float64)
     wrong = np.flatnonzero(np.isnan(values) & text.notna().to_numpy() & (text.str.strip() != "").to_numpy())
     present = int(text.notna().sum())
-    _wrong_type(name, "boolean", column, present - len(wrong), present, first_row, text.iloc[wrong].tolist())
+    _wrong_type(tally, name, "boolean", column, present - len(wrong), present, text.iloc[wrong].tolist())
     return values, [
         (int(i), f"{name}: {text.iloc[i]!r} is not a boolean (true/false, yes/no, 1/0)") for i in wrong
     ]
 
 
-def _datetimes(column, feature: dict, first_row: int) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
+def _datetimes(
+    column, feature: dict, tally: Tally | None
+) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     import pyarrow as pa
 
     from components.common.features import part_name
@@ -575,24 +607,16 @@ def _datetimes(column, feature: dict, first_row: int) -> tuple[dict[str, np.ndar
     valid = indices >= 0
     for j, p in enumerate(parts):
         out[part_name(name, p)][valid] = table[indices[valid], j]
-    bad = []
-    if failed:
-        rows = np.flatnonzero(np.isin(indices, list(failed)))
-        present = int(valid.sum())
-        _wrong_type(
-            name,
-            "datetime",
-            column,
-            present - len(rows),
-            present,
-            first_row,
-            [failed[k] for k in list(failed)[:3]],
-        )
-        bad = [(int(i), f"{name}: {failed[int(indices[i])]}") for i in rows]
-    return out, bad
+    rows = np.flatnonzero(np.isin(indices, list(failed))) if failed else np.array([], dtype=np.int64)
+    present = (
+        int(valid.sum()) - int(np.isnan(table[indices[valid], 0]).sum()) + len(rows)
+    )  # blanks are missing
+    examples = [failed[k] for k in list(failed)[:3]]
+    _wrong_type(tally, name, "datetime", column, present - len(rows), present, examples)
+    return out, [(int(i), f"{name}: {failed[int(indices[i])]}") for i in rows]
 
 
-def _categories(column, name: str, first_row: int) -> tuple[Any, list[tuple[int, str]]]:
+def _categories(column, name: str, tally: Tally | None = None) -> tuple[Any, list[tuple[int, str]]]:
     """Category texts as training saw them: text as it is, integer codes without '.0' (3.0 -> '3')."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -676,15 +700,15 @@ def _tfdv_view(batch, schema, converter: Converter, target: str):
         kind = types.get(name)
         if kind == schema_pb2.BYTES:
             if feature["kind"] == "categorical":
-                values = _categories(_combined(raw), name, 0)[0].to_pylist()
+                values = _categories(_combined(raw), name, None)[0].to_pylist()
             else:
                 values = [None if v is None else str(v) for v in raw.to_pylist()]
             frame[name] = pd.Series(values, dtype=object)
             continue
         if feature["kind"] == "boolean":
-            numbers = _booleans(_combined(raw), name, 0)[0]
+            numbers = _booleans(_combined(raw), name, None)[0]
         elif feature["kind"] == "numeric":
-            numbers = _numbers(_combined(raw), name, 0)[0]
+            numbers = _numbers(_combined(raw), name, None)[0]
         else:
             frame[name] = pd.Series([None if v is None else str(v) for v in raw.to_pylist()], dtype=object)
             continue
