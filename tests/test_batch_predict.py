@@ -152,6 +152,12 @@ def test_parquet_folder_and_prefix_in_batches_smaller_than_a_file(messy, tmp_pat
     assert df["row_id"].tolist() == raw["Row ID"].tolist()  # Parquet passthrough keeps its type
     assert np.array_equal(proba(df), expected_proba(model, raw))
 
+    # a file without a column: named, not filled with nulls (as a pyarrow dataset of the folder would)
+    typed.iloc[:10].drop(columns=["Visits"]).to_parquet(folder / "part-3.parquet", index=False)
+    with pytest.raises(InputDataError, match=r"do not have the same columns: .*part-3.parquet"):
+        core.predict(model_dir=model, input_uri=str(folder), output_uri=str(tmp_path / "again.parquet"))
+    assert not (tmp_path / "again.parquet").exists()
+
 
 def test_missing_feature_column_stops_naming_it(messy, tmp_path):
     model, _, raw = messy

@@ -12,6 +12,9 @@ def plan_batch(
     mlflow_tracking_uri: str,
     input_uri: str,
     file_format: str,
+    delimiter: str,
+    missing_values: list,
+    passthrough_columns: list,
     output_uri: str,
     overwrite: bool,
     max_shards: int,
@@ -19,8 +22,10 @@ def plan_batch(
     model: Output[Model],
 ) -> list:
     """Resolve the model to one version (copied into ``model``; its name and version in its metadata), list
-    the input files and group them into at most ``max_shards`` shards (returned, JSON each, for
-    ``dsl.ParallelFor``), and check the output can be written. Nothing is written outside KFP.
+    the input files, check the first rows against the model (every feature there, values of the right type,
+    TFDV against its training schema in the SERVING environment: once per job, before anything is scored),
+    group the files into at most ``max_shards`` shards (returned, JSON each, for ``dsl.ParallelFor``), and
+    check the output can be written. Nothing is written outside KFP.
 
     One output besides the model: kfp.local 2.17 cannot iterate over a named output of a NamedTuple."""
     import json
@@ -32,9 +37,20 @@ def plan_batch(
         core.check_output(output_uri, overwrite)
         files, fmt = core.list_inputs(input_uri, file_format)
         name, version = core.fetch_model(model_uri, mlflow_tracking_uri, model.path)
+        warnings = core.check_input(
+            model.path,
+            files,
+            input_uri=input_uri,
+            passthrough=list(passthrough_columns),
+            file_format=fmt,
+            delimiter=delimiter,
+            missing_values=list(missing_values),
+        )
         shards = core.plan_shards(files, max_shards)
         staging = core.staging_uri(output_uri, job_id)
-    model.metadata.update({"model_uri": model_uri, "model_name": name, "model_version": version})
+    model.metadata.update(
+        {"model_uri": model_uri, "model_name": name, "model_version": version, "schema_warnings": warnings}
+    )
     core.log.info("%d %s file(s) in %d shard(s); staging in %s", len(files), fmt, len(shards), staging)
     return [json.dumps({**s, "format": fmt}) for s in shards]
 
@@ -80,7 +96,9 @@ def score_shard(
             missing_values=list(missing_values),
             model_name=model.metadata["model_name"],
             model_version=model.metadata["model_version"],
+            validate=False,  # the plan step checked the schema once for the whole job
         )
+        result.warnings = list(model.metadata.get("schema_warnings") or [])
     for key, value in result.metrics().items():
         metrics.log_metric(key, value)
     return json.dumps({**result.as_dict(), "index": plan["index"]})
@@ -119,3 +137,11 @@ def commit_batch(
         {k: totals[k] for k in ("output_uri", "quarantine_uri", "model_name", "model_version")}
     )
     return output_uri
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def clean_staging(output_uri: str, job_id: str) -> str:
+    """Always last (the exit handler): remove this job's staging folder if a failed job left one."""
+    from components.batch_predict import core
+
+    return core.remove_staging(core.staging_uri(output_uri, job_id)) if output_uri.strip() else ""

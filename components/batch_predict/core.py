@@ -242,24 +242,38 @@ class Input:
                 yield from self._csv(file)
 
     def _parquet(self) -> Iterator[Any]:
+        """Each file in turn, as one dataset each: every file must have the first file's columns (a dataset
+        of files with different columns would fill the missing ones with nulls, silently)."""
+        import pyarrow as pa
         import pyarrow.dataset as ds
 
-        fs, _ = filesystem(self.files[0])
-        paths = [filesystem(f)[1] for f in self.files]
-        try:
-            dataset = ds.dataset(paths, format="parquet", filesystem=fs)
-            self.total_rows = dataset.count_rows()
-            _check_duplicates(dataset.schema.names, self.uri)
-            scanner = dataset.scanner(batch_size=self.batch_rows, use_threads=False)
-            for batch in scanner.to_batches():
-                if batch.num_rows:
-                    yield batch
-        except (InputDataError, DataValidationError, ConfigError):
-            raise
-        except Exception as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise InputDataError(f"input not found: {self.uri!r}: {exc}") from exc
-            raise InputDataError(f"input {self.uri!r} cannot be read as Parquet: {exc}") from exc
+        datasets = []
+        for file in self.files:
+            fs, path = filesystem(file)
+            try:
+                dataset = ds.dataset(path, format="parquet", filesystem=fs)
+                rows = dataset.count_rows()
+            except FileNotFoundError as exc:
+                raise InputDataError(f"input not found: {file!r}") from exc
+            except Exception as exc:
+                raise InputDataError(f"input {file!r} cannot be read as Parquet: {exc}") from exc
+            names = dataset.schema.names
+            _check_duplicates(names, file)
+            if datasets and names != datasets[0][1].schema.names:
+                first = datasets[0][0]
+                raise InputDataError(
+                    f"the Parquet files of {self.uri!r} do not have the same columns: {file!r} has "
+                    f"{sorted(set(names))}, {first!r} has {sorted(set(datasets[0][1].schema.names))}"
+                )
+            datasets.append((file, dataset, rows))
+        self.total_rows = sum(rows for _, _, rows in datasets)
+        for file, dataset, _ in datasets:
+            try:
+                for batch in dataset.to_batches(batch_size=self.batch_rows, use_threads=False):
+                    if batch.num_rows:
+                        yield batch
+            except (OSError, pa.ArrowException) as exc:
+                raise InputDataError(f"input {file!r} cannot be read as Parquet: {exc}") from exc
 
     def _csv(self, file: str) -> Iterator[Any]:
         import pyarrow as pa
@@ -1184,3 +1198,44 @@ def summary_markdown(totals: dict, results: list[dict]) -> str:
     if warnings:
         lines += ["", "Schema warnings (TFDV, not stopping):", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
+
+
+def remove_staging(staging: str) -> str:
+    """Remove a staging folder (a failed job's shards' files); returns what was removed ("" if nothing)."""
+    fs, path = filesystem(staging)
+    if not fs.exists(path):
+        return ""
+    fs.rm(path, recursive=True)
+    log.info("removed the staging folder %s left by a failed job", staging)
+    return staging
+
+
+def check_input(
+    model_dir: str | Path,
+    files: list[str],
+    *,
+    input_uri: str,
+    passthrough: list[str] | None = None,
+    file_format: str = "auto",
+    delimiter: str = "auto",
+    missing_values: list[str] | None = None,
+) -> list[str]:
+    """Before any shard scores: the first batch of the first file has every feature (names sanitized as in
+    training) and the passthrough columns, its values convert, and it passes TFDV against the model's
+    schema (SERVING environment). Returns the schema warnings; raises naming a missing column or a wrong
+    type. (Each shard checks its own files' columns and values again as it reads them.)"""
+    model = load_model(model_dir)
+    source = open_input(
+        input_uri,
+        files=files[:1],
+        file_format=file_format,
+        batch_rows=VALIDATION_ROWS,
+        delimiter=delimiter,
+        missing_values=missing_values,
+    )
+    batch = next(iter(source.batches()), None)
+    if batch is None:
+        raise InputDataError(f"input {files[0]!r} has no rows")
+    converter = Converter(model, batch.schema.names, list(passthrough or []), files[0])
+    converter.convert(batch, 0)
+    return validate_schema(model_dir, model, batch, converter)
