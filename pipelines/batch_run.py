@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> Path | None:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     batch_predict_pipeline(
         model_uri=args.model_uri,
-        input_uri=args.input_uri,
+        input_uri=_absolute(args.input_uri),
         output_uri=_absolute(args.output_uri),
         passthrough_columns=_list(args.passthrough_columns),
         on_bad_rows=args.on_bad_rows,
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> Path | None:
 
 
 def _absolute(uri: str) -> str:
-    """Local outputs as absolute paths: every task runs in its own working directory."""
-    if "://" in uri:
+    """Local paths made absolute: the tasks need not run in this working directory."""
+    if "://" in uri or not uri.strip():
         return uri
     return str(Path(uri).expanduser().resolve()) + ("/" if uri.endswith("/") else "")
 

@@ -98,6 +98,7 @@ class BatchResult:
     model_name: str = ""
     model_version: str = ""
     files: int = 0
+    seconds_scoring: float = 0.0  # converting values and the model's arithmetic (reading and writing aside)
     reasons: dict[str, int] = field(default_factory=dict)  # rejected rows per reason (column: problem)
     warnings: list[str] = field(default_factory=list)
 
@@ -885,12 +886,15 @@ def predict(
                 converter = Converter(model, batch.schema.names, list(passthrough or []), input_uri)
                 if validate:
                     result.warnings = validate_schema(model_dir, model, batch, converter)
+                    progress.started = progress.last = time.perf_counter()  # rates of the scoring alone
                 kept_types = [(key, batch.schema.field(raw).type) for key, raw in converter.passthrough]
                 schema = output_schema(model, kept_types)
                 writer = pq.ParquetWriter(stack.enter_context(fs.open(tmp, "wb")), schema)
                 stack.callback(writer.close)
             first_row = result.rows_in
+            clock = time.perf_counter()
             numeric, texts, bad, reasons = converter.convert(batch, first_row)
+            result.seconds_scoring += time.perf_counter() - clock
             result.rows_in += batch.num_rows
             if bad.any():
                 if on_bad_rows == "error":
@@ -918,8 +922,10 @@ def predict(
                 texts = [t.take(pa.array(keep)) for t in texts]
                 result.rows_rejected += int(bad.sum())
             if batch.num_rows:
+                clock = time.perf_counter()
                 positions = [model.predictor.category_positions(j, t) for j, t in enumerate(texts)]
                 output = model.predictor.predict_columns(numeric, positions)
+                result.seconds_scoring += time.perf_counter() - clock
                 writer.write_batch(_output_batch(batch, converter, model, output, labels, schema))
                 result.rows_scored += batch.num_rows
             progress.update(result.rows_in)
