@@ -424,3 +424,27 @@ def test_arrow_categories_match_the_servers_mapping(messy):
     for j, name in enumerate(predictor.categorical_names):
         got = predictor.category_positions(j, pa.array(samples[name], type=pa.string()))
         assert got.tolist() == [expected.get((j, i), -1) for i in range(n)]
+
+
+def test_regression_values_and_a_model_without_a_schema(tmp_path):
+    """A regression model (ridge) gives its values in ``prediction``; a model directory without
+    schema.pbtxt (older artifacts) is scored with a warning saying the schema check was skipped."""
+    from tests.conftest import build_model, make_table
+
+    table = make_table(300, task="regression")
+    source = tmp_path / "table.csv"
+    table.to_csv(source, index=False)
+    model = build_model(
+        tmp_path / "m", str(source), target="y", task="regression", candidates=["ridge"], max_trials=1
+    )
+    out = tmp_path / "p.parquet"
+    result = core.predict(model_dir=model, input_uri=str(source), output_uri=str(out), batch_rows=100)
+    assert result.rows_scored == 300
+    assert result.warnings == [
+        "the model carries no schema.pbtxt: the input was not checked against its training schema"
+    ]
+    df = pd.read_parquet(out)
+    assert list(df.columns) == ["prediction", "model_name", "model_version"]
+    servable = ServableModel.load(model)
+    frame = table.rename(columns=sanitize_column_names(table.columns))
+    assert np.array_equal(df["prediction"].to_numpy(), servable.predict(frame).astype(np.float64))
