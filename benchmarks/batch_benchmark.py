@@ -271,8 +271,10 @@ def report(results: list[dict], args, started: datetime, seconds: float) -> str:
         "",
         "### Setup",
         "",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC; the invocation took {seconds / 60:.1f} min; command "
-        f"`python -m benchmarks.batch_benchmark {' '.join(sys.argv[1:])}`.",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; the last invocation took {seconds / 60:.1f} min. Invocations "
+        "(each row of the table names its own): "
+        + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "") for r in results))
+        + ".",
         f"- Machine: {os.cpu_count()} CPUs, {platform.platform()}; shared with other work (other worktrees' "
         "tests and builds ran meanwhile).",
         f"- Python {platform.python_version()}; scikit-learn {sklearn.__version__}, numpy {np.__version__}, "
@@ -289,14 +291,14 @@ def report(results: list[dict], args, started: datetime, seconds: float) -> str:
         "- Scoring seconds: `batch` = typing + one-hot + kernels (reading and writing excluded); `sklearn` = "
         "`predict_proba` alone (reading and framing excluded). Speed-up = sklearn scoring / batch scoring.",
         "",
-        "| rows | model | batch end to end | batch rows/s | batch peak RSS | batch scoring | sklearn end to end "
+        "| rows | model | started | batch end to end | batch rows/s | batch peak RSS | batch scoring | sklearn end to end "
         "| sklearn peak RSS | sklearn predict_proba | speed-up (scoring) | speed-up (end to end) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         b, s = r["batch"], r["sklearn"]
         lines.append(
-            f"| {r['rows']:,} | {r['model']} | {b['seconds']:.1f} s | {b['rows'] / b['seconds']:,.0f} | "
+            f"| {r['rows']:,} | {r['model']} | {r.get('date', '')} | {b['seconds']:.1f} s | {b['rows'] / b['seconds']:,.0f} | "
             f"{b['peak_rss_mib']:,.0f} MiB | {b['scoring_seconds']:.1f} s | {s['seconds']:.1f} s | "
             f"{s['peak_rss_mib']:,.0f} MiB | {s['scoring_seconds']:.1f} s | "
             f"{s['scoring_seconds'] / b['scoring_seconds']:.2f}x | {s['seconds'] / b['seconds']:.2f}x |"
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch-rows", type=int, default=65_536)
     parser.add_argument("--out", help="write the report section into this Markdown file")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the other sizes/models of results.json in the report"
+    )
     parser.add_argument("--worker", choices=("batch", "sklearn"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -333,17 +338,34 @@ def main(argv: list[str] | None = None) -> int:
     started_at, started = datetime.now(UTC), time.perf_counter()
     OUT.mkdir(parents=True, exist_ok=True)
     models = train_models()
+    earlier = (
+        json.loads((OUT / "results.json").read_text())
+        if args.append and (OUT / "results.json").exists()
+        else []
+    )
+    command = f"python -m benchmarks.batch_benchmark {' '.join(sys.argv[1:])}"
     results = []
     for rows in args.rows:
         data = make_data(rows)
         print(f"data: {rows:,} rows in {data}", flush=True)
         for kind in args.models:
-            entry = {"rows": rows, "model": kind}
+            entry = {
+                "rows": rows,
+                "model": kind,
+                "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+                "command": command,
+            }
             for mode in ("batch", "sklearn"):
                 entry[mode] = run_worker(mode, models[kind], data, args.batch_rows)
                 print(f"{rows:,} {kind} {mode}: {json.dumps(entry[mode])}", flush=True)
             results.append(entry)
-            (OUT / "results.json").write_text(json.dumps(results, indent=2))
+            kept = [
+                e
+                for e in earlier
+                if (e["rows"], e["model"]) not in {(r["rows"], r["model"]) for r in results}
+            ]
+            (OUT / "results.json").write_text(json.dumps(kept + results, indent=2))
+    results = sorted(kept + results, key=lambda e: (e["rows"], e["model"] != "linear"))
     section = report(results, args, started_at, time.perf_counter() - started)
     print(section)
     if args.out:

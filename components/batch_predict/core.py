@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,10 +41,9 @@ import numpy as np
 from components.common.columns import sanitize_column_name
 from components.common.errors import ConfigError, DataValidationError, InputDataError
 from components.common.features import (
-    FALSE_TOKENS,
-    TRUE_TOKENS,
     FeatureValueError,
     calendar_values,
+    parse_boolean,
     parse_datetime,
 )
 from components.common.io import REMOTE_SCHEMES, resolve_uri
@@ -572,14 +570,23 @@ def _booleans(column, name: str, tally: Tally | None) -> tuple[np.ndarray, list[
         raise DataValidationError(
             f"feature column {name!r} has the wrong type: the model was trained on booleans, the input has {kind}"
         )
-    text = column.to_pandas()
-    tokens = {**{t: 1.0 for t in (*TRUE_TOKENS, "1")}, **{t: 0.0 for t in (*FALSE_TOKENS, "0")}, "": math.nan}
-    values = text.str.strip().str.lower().map(tokens).to_numpy(dtype=np.float64)
-    wrong = np.flatnonzero(np.isnan(values) & text.notna().to_numpy() & (text.str.strip() != "").to_numpy())
-    present = int(text.notna().sum())
-    _wrong_type(tally, name, "boolean", column, present - len(wrong), present, text.iloc[wrong].tolist())
+    # each distinct text read once, by the same function the server and training use
+    encoded = column.dictionary_encode()
+    table = np.full(len(encoded.dictionary) + 1, np.nan)  # the last entry: missing
+    failed: dict[int, str] = {}
+    for k, value in enumerate(encoded.dictionary.to_pylist()):
+        try:
+            table[k] = parse_boolean(value)
+        except FeatureValueError:
+            failed[k] = value
+    indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+    values = table[indices]
+    wrong = np.flatnonzero(np.isin(indices, list(failed))) if failed else np.array([], dtype=np.int64)
+    present = int((~np.isnan(values)).sum()) + len(wrong)  # blank texts are missing values
+    _wrong_type(tally, name, "boolean", column, present - len(wrong), present, list(failed.values()))
     return values, [
-        (int(i), f"{name}: {text.iloc[i]!r} is not a boolean (true/false, yes/no, 1/0)") for i in wrong
+        (int(i), f"{name}: {failed[int(indices[i])]!r} is not a boolean (true/false, yes/no, 1/0)")
+        for i in wrong
     ]
 
 

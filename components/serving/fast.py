@@ -148,14 +148,17 @@ class FastPredictor:
         """The estimator's input (float32) from an [N, numeric features] float64 matrix (NaN: missing; in
         ``numeric_names`` order) and ``category_positions`` of each categorical feature."""
         n = numeric.shape[0] if self.numeric_names else len(positions[0])
-        out = np.zeros((n, self.n_outputs), dtype=np.float64)
+        # float32 from the start: the same bits as computing in float64 and casting the whole matrix (the
+        # scaled numbers are computed in float64 and cast once; 0.0 and 1.0 are exact in both)
+        out = np.zeros((n, self.n_outputs), dtype=np.float32)
         if self.numeric_names:
             out[:, self._numeric_slice] = self._scaled(numeric)
-        rows = np.arange(n)
+        flat = out.reshape(-1)
+        starts = np.arange(n, dtype=np.int64) * self.n_outputs
         for column in positions:
             hit = column >= 0
-            out[rows[hit], column[hit]] = 1.0
-        return out.astype(np.float32)
+            flat[starts[hit] + column[hit]] = 1.0
+        return out
 
     def predict_columns(self, numeric: np.ndarray, positions: list[np.ndarray]) -> np.ndarray:
         """``predict`` for columnar inputs (see ``matrix_columns``): the same answers, bit for bit."""
