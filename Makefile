@@ -113,6 +113,9 @@ bench: sync  ## pipeline benchmark (10k, 100k, 1M rows); writes docs/benchmarks.
 bench-serving: sync wrk  ## serving benchmark (ours vs KServe no-op vs in-process vs stock sklearnserver)
 	$(RUN) python -m benchmarks.serving_benchmark --experiments --out docs/benchmarks.md
 
+bench-batch: sync  ## batch prediction benchmark (1M and 10M rows, linear and boosted, vs the scikit-learn pipeline); writes docs/benchmarks.md
+	$(RUN) python -m benchmarks.batch_benchmark --rows 1000000 10000000 --out docs/benchmarks.md
+
 wrk:  # the serving benchmark's load generator (a system package)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  echo "installing wrk (the serving benchmark's HTTP load generator)"; \
