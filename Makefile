@@ -44,7 +44,7 @@ load-image = @echo "loading $(REGISTRY)/$(1):$(TAG) from $(ENGINE) into kind clu
 	&& kind load image-archive --name $(KIND_CLUSTER) $(IMAGE_ARCHIVES)/$(1).tar; \
 	status=$$?; rm -f $(IMAGE_ARCHIVES)/$(1).tar; exit $$status
 
-.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving wrk serve predict images ui rollback versions \
+.PHONY: help run test test-fast sync lint format compile check-compile bench bench-serving bench-batch wrk serve predict predict-batch images ui rollback versions \
 	clean cluster images-kind deploy deploy-cert-manager deploy-kserve deploy-kfp deploy-manifests upload \
 	run-cluster predict-cluster ui-cluster rollback-cluster undeploy test-cluster
 
@@ -67,6 +67,11 @@ rollback: sync  ## make the previous champion of $(MODEL) the champion again (TO
 
 versions: sync  ## list the registered versions of $(MODEL), the champion and its history
 	$(RUN) python -m components.registry versions --model-name $(MODEL) --tracking-uri $(TRACKING_URI)
+
+predict-batch: sync  ## score INPUT (CSV/Parquet file, folder or prefix) into OUTPUT with the champion of $(MODEL) (MODEL_URI= for another; ARGS= more options)
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict-batch INPUT=<table, folder or prefix> OUTPUT=<folder or .parquet> [MODEL_URI=models:/<name>/<version>] [ARGS='--passthrough-columns id --on-bad-rows quarantine']" >&2; exit 1; }
+	$(RUN) python -m pipelines.batch_run --model-uri $(or $(MODEL_URI),models:/$(MODEL)@champion) \
+	  --mlflow-tracking-uri $(TRACKING_URI) --input-uri $(INPUT) --output-uri $(OUTPUT) $(ARGS)
 
 predict: sync  ## send an example V1 and V2 request from the demo data to `make serve`
 	$(RUN) python -m components.serving.example_request --url http://127.0.0.1:$(PORT) --model_name $(MODEL)
@@ -96,10 +101,10 @@ format: sync  ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-compile: sync  ## compile the pipeline to pipelines/tabular_pipeline.yaml (upload it to the KFP dashboard)
+compile: sync  ## compile the pipelines to pipelines/{tabular,batch_predict}_pipeline.yaml (upload them to the KFP dashboard)
 	$(RUN) python -m pipelines.compile
 
-check-compile: sync  ## fail if the committed pipeline YAML is stale
+check-compile: sync  ## fail if a committed pipeline YAML is stale
 	$(RUN) python -m pipelines.compile --check
 
 bench: sync  ## pipeline benchmark (10k, 100k, 1M rows); writes docs/benchmarks.md
@@ -107,6 +112,9 @@ bench: sync  ## pipeline benchmark (10k, 100k, 1M rows); writes docs/benchmarks.
 
 bench-serving: sync wrk  ## serving benchmark (ours vs KServe no-op vs in-process vs stock sklearnserver)
 	$(RUN) python -m benchmarks.serving_benchmark --experiments --out docs/benchmarks.md
+
+bench-batch: sync  ## batch prediction benchmark (1M and 10M rows, linear and boosted, vs the scikit-learn pipeline); writes docs/benchmarks.md
+	$(RUN) python -m benchmarks.batch_benchmark --rows 1000000 10000000 --out docs/benchmarks.md
 
 wrk:  # the serving benchmark's load generator (a system package)
 	@command -v wrk >/dev/null 2>&1 || { \

@@ -87,3 +87,47 @@ def test_readme_states_the_caching_policy():
     readme = (REPO / "README.md").read_text()
     rows = dict(re.findall(r"^\| (\w+) \| (cached|never cached) \|", readme, re.M))
     assert rows == {stage: "cached" if on else "never cached" for stage, on in CACHING.items()}
+
+
+def test_batch_pipeline_yaml_is_fresh_and_fans_out_with_resources_as_parameters():
+    """The batch pipeline (pipelines/batch_predict_pipeline.yaml): fresh, its shards in a ParallelFor with a
+    parallelism bound, resource requests from pipeline parameters, nothing cached, a clean-up exit handler."""
+    from pipelines.batch_predict_pipeline import CACHING, PARALLELISM, batch_predict_pipeline
+    from pipelines.compile import BATCH_PIPELINE_YAML
+
+    assert BATCH_PIPELINE_YAML.read_text() == compiled_text(batch_predict_pipeline), (
+        "pipelines/batch_predict_pipeline.yaml is stale: run `make compile`"
+    )
+    spec = yaml.safe_load(BATCH_PIPELINE_YAML.read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {
+        "model_uri",
+        "input_uri",
+        "output_uri",
+        "passthrough_columns",
+        "on_bad_rows",
+        "cpu_request",
+    } <= set(params)
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {PIPELINE_IMAGE}
+    tasks = component_tasks(spec)
+    assert set(tasks) == {name.replace("_", "-") for name in CACHING}
+    assert all(not t.get("cachingOptions", {}).get("enableCache", False) for t in tasks.values())
+    loops = [
+        t
+        for c in spec["components"].values()
+        if "dag" in c
+        for t in c["dag"]["tasks"].values()
+        if "iterator" in t or "parameterIterator" in t
+    ]
+    assert [loop["iteratorPolicy"]["parallelismLimit"] for loop in loops] == [PARALLELISM]
+    resources = next(e for n, e in spec["deploymentSpec"]["executors"].items() if "score-shard" in n)[
+        "container"
+    ]["resources"]
+    assert (
+        "cpu_request" in resources["resourceCpuRequest"]
+        and "memory_limit" in resources["resourceMemoryLimit"]
+    )
+    assert (
+        spec["root"]["dag"]["tasks"]["clean-staging"]["triggerPolicy"]["strategy"]
+        == "ALL_UPSTREAM_TASKS_COMPLETED"
+    )

@@ -112,15 +112,57 @@ class FastPredictor:
             return self._small_matrix(numeric, categorical, n)
         out = np.zeros((n, self.n_outputs), dtype=np.float64)
         if self.numeric_names:
-            x = np.array(numeric, dtype=np.float64).T
-            x = np.where(np.isnan(x), self._median, x)
-            x -= self._mean
-            x /= self._scale
-            out[:, self._numeric_slice] = x
+            out[:, self._numeric_slice] = self._scaled(np.array(numeric, dtype=np.float64).T)
         if self.categorical_names:
             for i, j in self._category_columns(categorical):
                 out[i, j] = 1.0
         return out.astype(np.float32)
+
+    def _scaled(self, x: np.ndarray) -> np.ndarray:
+        """SimpleImputer(median) then StandardScaler on an [N, numeric features] float64 matrix."""
+        x = np.where(np.isnan(x), self._median, x)
+        x -= self._mean
+        x /= self._scale
+        return x
+
+    # --- the columnar path (batch prediction: whole Arrow columns at once) ---
+    def category_positions(self, j: int, texts) -> np.ndarray:
+        """Output column of the one-hot 1 of each value of categorical feature ``j`` (-1: none), for an
+        Arrow string array (null: missing). The same mapping as ``_category_columns``, vectorized."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        mapping, unknown, offset = self._encoders[j]
+        base = self._categorical_slice.start + offset
+        known = list(mapping)
+        columns = np.array([mapping[k] for k in known] + [unknown], dtype=np.int64)
+        index = pc.index_in(texts, value_set=pa.array(known, type=pa.string()))
+        found = index.fill_null(len(known)).to_numpy(zero_copy_only=False).astype(np.int64)
+        positions = columns[found]
+        if texts.null_count:
+            missing = texts.is_null().to_numpy(zero_copy_only=False)
+            positions[missing] = mapping.get(MISSING_CATEGORY, unknown)
+        return np.where(positions >= 0, positions + base, -1)
+
+    def matrix_columns(self, numeric: np.ndarray, positions: list[np.ndarray]) -> np.ndarray:
+        """The estimator's input (float32) from an [N, numeric features] float64 matrix (NaN: missing; in
+        ``numeric_names`` order) and ``category_positions`` of each categorical feature."""
+        n = numeric.shape[0] if self.numeric_names else len(positions[0])
+        # float32 from the start: the same bits as computing in float64 and casting the whole matrix (the
+        # scaled numbers are computed in float64 and cast once; 0.0 and 1.0 are exact in both)
+        out = np.zeros((n, self.n_outputs), dtype=np.float32)
+        if self.numeric_names:
+            out[:, self._numeric_slice] = self._scaled(numeric)
+        flat = out.reshape(-1)
+        starts = np.arange(n, dtype=np.int64) * self.n_outputs
+        for column in positions:
+            hit = column >= 0
+            flat[starts[hit] + column[hit]] = 1.0
+        return out
+
+    def predict_columns(self, numeric: np.ndarray, positions: list[np.ndarray]) -> np.ndarray:
+        """``predict`` for columnar inputs (see ``matrix_columns``): the same answers, bit for bit."""
+        return self._kernel(self.matrix_columns(numeric, positions))
 
     def _small_matrix(self, numeric: list[list[float]], categorical: list[list[str | None]], n: int):
         rows = [[0.0] * self.n_outputs for _ in range(n)]
