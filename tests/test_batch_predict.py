@@ -391,7 +391,9 @@ def test_batch_output_equals_the_servers_v1_answers(messy, tmp_path):
     classes = ServableModel.load(model).classes
     with serve("--model_dir", str(model)) as (url, _, _):
         endpoint = f"{url}/v1/models/penguins-species:predict"
-        answers = httpx.post(endpoint, json={"instances": records}, timeout=60).json()["predictions"]
+        reply = httpx.post(endpoint, json={"instances": records}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        answers = reply.json()["predictions"]
         singles = [
             httpx.post(endpoint, json={"instances": [records[i]]}, timeout=10).json()["predictions"][0]
             for i in range(0, ROWS, 97)

@@ -397,12 +397,20 @@ def test_requests_with_dates_booleans_and_the_dropped_columns(messy_model):
     assert np.array_equal(answer, model.predict_proba(test.iloc[[0]]))
     same = schema.from_v1({"instances": [{**record, "Member": row["member"].upper()}]})  # "YES" / "NO"
     assert np.array_equal(fast.predict(same.numeric, same.categorical), answer)
+    # store ids: integer codes the model keeps as text; a JSON number (as pandas' to_json writes them) is the
+    # same category, 3 and 3.0 alike; a number for a text category is refused (below)
+    assert next(f for f in meta["features"] if f["name"] == "store_id").get("codes") is True
+    assert not any(f.get("codes") for f in meta["features"] if f["name"] != "store_id")
+    for code in (int(row["store_id"]), float(row["store_id"])):
+        as_number = schema.from_v1({"instances": [{**record, "store_id": code}]})
+        assert np.array_equal(fast.predict(as_number.numeric, as_number.categorical), answer)
 
     for bad, message in (
         ({"Signup Date": "31/12/2023"}, "feature 'signup_date': '31/12/2023' is not a date/time in ISO 8601"),
         ({"Member": "maybe"}, "feature 'member': 'maybe' is not a boolean"),
         ({"Member": 2}, "feature 'member': 2 is not a boolean"),
         ({"Referrer": "x"}, "unknown features ['referrer']"),
+        ({"Region": 3}, "feature 'region' takes a category (text); row 0 has int 3"),
     ):
         with pytest.raises(RequestError, match=re.escape(message)):
             schema.from_v1({"instances": [{**record, **bad}]})

@@ -33,6 +33,7 @@ class Feature:
     kind: str  # "numeric" | "categorical" | "boolean" | "datetime"
     spec: tuple = ()  # datetime: (format, parts)
     dtype: str = "object"  # the training column's dtype
+    codes: bool = False  # categorical: integer codes kept as text ('3'); requests may send them as numbers
 
 
 # V2 datatypes and the JSON values each may carry (None: a missing value). BYTES is the one V2 type for
@@ -75,6 +76,7 @@ class Schema:
                 f["kind"],
                 (f["format"], tuple(f["parts"])) if f["kind"] == "datetime" else (),
                 str(f.get("dtype", "object")),
+                bool(f.get("codes")),
             )
             for f in features
         ]
@@ -88,8 +90,9 @@ class Schema:
         self._numeric_categories = frozenset(
             f.name
             for f in self.features
-            if f.kind == "categorical" and f.dtype.lower().startswith(("int", "uint", "float"))
+            if f.kind == "categorical" and (f.codes or f.dtype.lower().startswith(("int", "uint", "float")))
         )
+        self._code_categories = frozenset(f.name for f in self.features if f.codes)
         # request names -> training names, checked once per layout (sanitizing costs more than the model)
         self._clean_names: dict[Any, str] = {}
         self._record_layouts: dict[tuple, dict[str, str]] = {}
@@ -263,7 +266,8 @@ class Schema:
                 columns.update(_derive(feature, columns.pop(feature.name)))
         numeric = [_numbers(name, columns[name]) for name in self.numeric_names]
         categorical = [
-            _texts(name, columns[name], name in self._numeric_categories) for name in self.categorical_names
+            _texts(name, columns[name], name in self._numeric_categories, name in self._code_categories)
+            for name in self.categorical_names
         ]
         return Batch(numeric=numeric, categorical=categorical, rows=rows)
 
@@ -315,9 +319,10 @@ def _numbers(name: str, values: list) -> list[float]:
     return out
 
 
-def _texts(name: str, values: list, numbers: bool = False) -> list[str | None]:
-    """Category texts; ``numbers``: the feature was trained on a numeric column (codes), so numbers are
-    categories too. Booleans never are (a yes/no column is a boolean feature)."""
+def _texts(name: str, values: list, numbers: bool = False, codes: bool = False) -> list[str | None]:
+    """Category texts; ``numbers``: the feature was trained on a numeric column or on integer codes, so
+    numbers are categories too (``codes``: written as training wrote them, 3.0 -> '3'). Booleans never are
+    (a yes/no column is a boolean feature)."""
     out = []
     for index, value in enumerate(values):
         if isinstance(value, bytes):
@@ -335,6 +340,8 @@ def _texts(name: str, values: list, numbers: bool = False) -> list[str | None]:
             )
         if isinstance(value, float) and not math.isfinite(value) and value == value:
             raise RequestError(f"feature {name!r}: row {index} is {value!r}; numbers must be finite")
+        if codes and isinstance(value, float) and value.is_integer():
+            value = int(value)
         out.append(category_text(value))
     return out
 

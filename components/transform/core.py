@@ -39,7 +39,7 @@ class TransformSpec:
     target: str
     features: list[
         dict
-    ]  # {"name", "kind": numeric|categorical|boolean|datetime, "dtype"[, "format", "parts"]}
+    ]  # {"name", "kind": numeric|categorical|boolean|datetime, "dtype"[, "format", "parts"][, "codes"]}
     output_features: list[str]
     classes: list
     dropped_columns: dict[str, str] = field(default_factory=dict)  # ingestion's: name -> why
@@ -77,8 +77,21 @@ def feature_kinds(df: pd.DataFrame, target: str, column_types: dict[str, dict] |
         else:
             numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
             feature = {"name": name, "kind": "numeric" if numeric else "categorical", "dtype": str(col.dtype)}
+        if feature["kind"] == "categorical" and _integer_codes(col):
+            feature["codes"] = True  # integer codes kept as text: requests may send them as numbers
         features.append(feature)
     return features
+
+
+def _integer_codes(col: pd.Series) -> bool:
+    """Text values that are all integers written plainly ('3', '-12'; not '03' or '3.0'): codes such as
+    store ids that ingestion kept as categories."""
+    if pd.api.types.is_numeric_dtype(col):
+        return False
+    values = col.dropna().unique()
+    return len(values) > 0 and all(
+        isinstance(v, str) and v.lstrip("-").isdigit() and str(int(v)) == v for v in values
+    )
 
 
 def as_float32(matrix):
