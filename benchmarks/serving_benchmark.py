@@ -4,7 +4,7 @@ stock scikit-learn server, side by side in one invocation.
 For every (system, protocol, rows per request, concurrency) cell it measures requests/s, rows/s and the
 p50/p99 latency of a fixed-duration run after a warm-up:
 
-(a) ``ours``: ``python -m components.serving`` on the demo artifact (``model_repository/penguins/1``);
+(a) ``ours``: ``python -m components.serving`` on the demo's champion (``models:/penguins-species@champion``);
 (b) ``noop``: ``benchmarks/noop_model.py``, a ``kserve.Model`` answering a precomputed answer of the same
     shape without computing (the ceiling KServe itself sets);
 (c) ``in-process``: the same artifact with no HTTP, one thread: ``TabularModel.answer`` (request parsing
@@ -64,7 +64,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "out" / "serving"
 SCRATCH = Path(tempfile.gettempdir()) / "kfp-tabular-serving-bench"
-MODEL_DIR = REPO / "model_repository" / "penguins" / "1"
+MODEL_DIR = REPO / "benchmarks" / "out" / "champion"  # the demo's champion, downloaded (fetch_model)
+MODEL_URI = "models:/penguins-species@champion"  # what `make run` registers in ./mlflow
 DEMO_CSV = REPO / "components" / "ingest" / "demo" / "penguins.csv"
 # KServe's stock sklearnserver, for (d): a commit of github.com/kserve/kserve (what the figures in
 # docs/benchmarks.md used), exported from a local git copy: $KSERVE_GIT, else one cloned on first use.
@@ -994,7 +995,7 @@ def render_section(result: dict[str, Any]) -> str:
         "'V2 tensor': one `BYTES` input of shape [N, 7] with the values in feature order (the form (d) gets, "
         "so that V2 parsing is alike; (d) gets its one `FP64` tensor for both V2 rows); "
         f"{meta['body_sizes']}.",
-        "- (a) `python -m components.serving --model_name penguins --model_dir model_repository/penguins/1 "
+        "- (a) `python -m components.serving --model_name penguins --model_dir <the demo's champion, downloaded> "
         "--host 127.0.0.1 --http_port P` (KServe defaults otherwise: 1 worker, per-request latency logging, "
         "uvicorn access log; gRPC off; `--event_loop auto`, which our server makes effective: uvloop). "
         "Requests of up to 16 rows are answered on the event loop, larger ones in its thread pool; the "
@@ -1135,6 +1136,19 @@ def build_systems(ours_bodies, stock_bodies, kserve_src: Path | None, numeric_mo
     return systems
 
 
+def fetch_model() -> None:
+    """The demo's champion from the local registry that `make run` fills (./mlflow), into MODEL_DIR."""
+    from components.registry.models import download
+    from components.registry.tracking import local_store
+
+    store = REPO / "mlflow"
+    if not (store / "mlflow.db").exists():
+        raise SystemExit(f"no local registry at {store}: run `make run` first (it registers {MODEL_URI})")
+    shutil.rmtree(MODEL_DIR, ignore_errors=True)
+    download(local_store(store), MODEL_URI, MODEL_DIR)
+    print(f"serving {MODEL_URI} from {store} (copied to {MODEL_DIR})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="write the '## Serving benchmark' section into this Markdown file")
@@ -1167,8 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
     inproc_seconds = max(1.0, min(args.duration / 2, 5.0))
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    if not (MODEL_DIR / "metadata.json").exists():
-        raise SystemExit(f"no model at {MODEL_DIR}: run `.venv/bin/python -m pipelines.local_run` (make run)")
+    fetch_model()
 
     started, date = time.monotonic(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
     facts = machine_facts()
