@@ -93,6 +93,8 @@ def object_store():
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     moto.start()
     host, port = moto.get_host_and_port()
+    # moto's buckets live in the test process, shared by every moto server it started: start from none
+    httpx.post(f"http://{host}:{port}/moto-api/reset", timeout=30).raise_for_status()
     recorder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     recorder.target, recorder.seen = (host, port), []
     threading.Thread(target=recorder.serve_forever, daemon=True).start()

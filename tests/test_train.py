@@ -24,7 +24,7 @@ def test_every_task_trains_a_servable_model(tmp_path, task, classes, family):
     model_dir = build_model(tmp_path, str(tmp_path / "t.csv"), target="y", task=task, max_trials=3)
     model = ServableModel.load(model_dir)
     meta = json.loads((model_dir / "metadata.json").read_text())
-    assert meta["task"] == task and meta["framework"] in ("sklearn", "xgboost", "lightgbm")
+    assert meta["task"] == task and meta["framework"] in ("sklearn", "xgboost", "lightgbm", "ensemble")
     assert meta["versions"]["scikit-learn"] and meta["sha256"]["model.joblib"] == model.sha256
     assert [f["name"] for f in meta["features"]] == ["x_one", "x2", "color", "size"]
     test = pd.read_parquet(tmp_path / "test.parquet")
