@@ -169,6 +169,18 @@ def test_missing_feature_column_stops_naming_it(messy, tmp_path):
     assert no_leftovers(out.parent) == []
 
 
+def test_columns_that_sanitize_to_one_name_stop_naming_the_input(messy, tmp_path):
+    model, _, raw = messy
+    source = tmp_path / "in.csv"
+    raw.assign(**{"income ": raw["Income"]}).to_csv(source, index=False)  # 'Income' and 'income ' -> 'income'
+    out = tmp_path / "out" / "scored.parquet"
+    with pytest.raises(
+        InputDataError, match=r"input '.*in\.csv': columns 'Income' and 'income ' both become 'income'"
+    ):
+        core.predict(model_dir=model, input_uri=str(source), output_uri=str(out))
+    assert no_leftovers(out.parent) == []
+
+
 @pytest.mark.parametrize(
     ("column", "values", "message"),
     [

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common.columns import sanitize_column_name
+from components.common.columns import sanitize_column_name, sanitize_column_names
 from components.common.errors import ConfigError, DataValidationError, InputDataError
 from components.common.features import (
     FeatureValueError,
@@ -333,15 +333,11 @@ def _csv_block_bytes(batch_rows: int, columns: int) -> int:
 
 
 def _check_duplicates(names: list, where: str) -> None:
-    seen: dict[str, str] = {}
-    for name in names:
-        clean = sanitize_column_name(name)
-        if clean in seen:
-            raise InputDataError(
-                f"input {where!r}: columns {seen[clean]!r} and {name!r} both become {clean!r} after "
-                "sanitizing (as in training); rename one of them"
-            )
-        seen[clean] = str(name)
+    """Two columns that sanitize to one name (the check training's ingestion makes), naming the input."""
+    try:
+        sanitize_column_names(names)
+    except InputDataError as exc:
+        raise InputDataError(f"input {where!r}: {exc}") from None
 
 
 def open_input(
