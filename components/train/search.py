@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.utils.class_weight import compute_sample_weight
 from xgboost import XGBClassifier, XGBRegressor
 
+from components.common.ensemble import loss
 from components.common.threads import fit_threads
 
 MAX_ROUNDS = 500  # boosting: the most rounds a trial may grow (early stopping usually ends sooner)
@@ -190,16 +191,13 @@ def _fit_hist_gradient_boosting(candidate, params, seed, x, y, x_out, y_out, sco
 
 
 def _staged_losses(estimator, x_out, y_out) -> np.ndarray:
-    """The held-out loss after each round (log loss or squared error: the search's scorings, up to a
-    monotone transform), in numpy: scikit-learn's metric functions validate their input on every call,
-    which costs more than the arithmetic for hundreds of rounds."""
+    """The held-out loss after each round (log loss or RMSE, as ensemble selection measures them), in
+    numpy: scikit-learn's metric functions validate their input on every call, which costs more than the
+    arithmetic for hundreds of rounds."""
     if hasattr(estimator, "predict_proba"):
-        rows = np.arange(len(y_out)), np.searchsorted(estimator.classes_, y_out)
-        tiny = np.finfo(np.float64).eps
-        return np.array(
-            [-np.mean(np.log(np.clip(p[rows], tiny, None))) for p in estimator.staged_predict_proba(x_out)]
-        )
-    return np.array([np.mean((p - y_out) ** 2) for p in estimator.staged_predict(x_out)])
+        codes = np.searchsorted(estimator.classes_, y_out)
+        return np.array([loss("classification", codes, p) for p in estimator.staged_predict_proba(x_out)])
+    return np.array([loss("regression", y_out, p) for p in estimator.staged_predict(x_out)])
 
 
 def _boosting_pool(
